@@ -1,0 +1,52 @@
+"""The FastAPI app. Importing it builds nothing and imports no torch: stores and the Celery
+producer are built in the lifespan, from settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.auth import refuse_unsafe_bind
+from service.errors import install_error_handlers
+from service.queue import make_celery
+from service.routers import health
+from service.settings import ServiceSettings, get_settings
+from service.storage import open_stores
+
+log = logging.getLogger(__name__)
+
+
+class UnsafeBind(RuntimeError):
+    """The API was asked to listen beyond loopback without any API key."""
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stores = open_stores(settings)
+        refusal = refuse_unsafe_bind(settings, stores.jobs)
+        if refusal:
+            stores.close()
+            raise UnsafeBind(refusal)
+        app.state.settings = settings
+        app.state.stores = stores
+        app.state.celery = make_celery(settings)
+        try:
+            yield
+        finally:
+            stores.close()
+
+    app = FastAPI(
+        title="C3",
+        summary="Audit image classifiers with Confidently Classified Counterfeits.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    return app

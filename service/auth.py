@@ -1,0 +1,56 @@
+"""API keys and tenants.
+
+A key is a random secret shown once; the store keeps only its SHA-256 (keys are high-entropy,
+so a fast hash is enough) mapped to a tenant. With no key configured, the embedded default
+serves one local tenant without keys, and only to loopback clients on a loopback bind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+
+from service.settings import ServiceSettings, is_loopback
+from service.storage import JobStore
+
+KEYS = "apikeys"
+LOCAL_TENANT = "local"
+_PREFIX = "c3k_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(store: JobStore, tenant: str) -> str:
+    """Make a key for `tenant`; returns the secret (it cannot be recovered later)."""
+    if not tenant or not tenant.replace("-", "").replace("_", "").isalnum():
+        raise ValueError("tenant must be letters, digits, '-' or '_'")
+    key = _PREFIX + secrets.token_urlsafe(32)
+    store.put_key(KEYS, hash_key(key), json.dumps({"tenant": tenant, "created_at": time.time()}))
+    return key
+
+
+def tenant_for_key(store: JobStore, key: str) -> str | None:
+    raw = store.get_key(KEYS, hash_key(key))
+    return json.loads(raw)["tenant"] if raw else None
+
+
+def open_access(settings: ServiceSettings, store: JobStore) -> bool:
+    """Keyless access: embedded default, loopback bind, no key configured."""
+    return settings.embedded and settings.loopback and store.count_keys(KEYS) == 0
+
+
+def refuse_unsafe_bind(settings: ServiceSettings, store: JobStore) -> str | None:
+    """Why the API must not start (None when it may): a non-loopback bind with no keys."""
+    if settings.loopback or not settings.embedded or store.count_keys(KEYS) > 0:
+        return None
+    return (
+        f"refusing to listen on {settings.host} without API keys: anyone who can reach it "
+        "could use it. Create a key first (c3 keys create --tenant NAME) or bind to 127.0.0.1."
+    )
+
+
+def client_is_local(host: str | None) -> bool:
+    return host is not None and is_loopback(host)

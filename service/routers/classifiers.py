@@ -1,0 +1,147 @@
+"""Classifier registry: upload (validated by a worker), list, read, delete, download."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from service.deps import CeleryDep, SettingsDep, StoresDep, TenantDep
+from service.errors import Conflict, InvalidField
+from service.records import CLASSIFIER
+from service.registry import (
+    blob_chunks,
+    delete_registered,
+    get_owned,
+    list_registered,
+    register_upload,
+)
+from service.schemas import ClassifierCreate, ClassifierPublic, ClassifiersPublic
+from service.storage import keys
+from service.uploads import Upload
+
+router = APIRouter(prefix="/classifiers", tags=["classifiers"])
+
+
+def get_classifier(id: str, tenant: TenantDep, stores: StoresDep) -> dict[str, Any]:
+    return get_owned(stores, CLASSIFIER, id, tenant)
+
+
+ClassifierDep = Annotated[dict[str, Any], Depends(get_classifier)]
+
+
+def to_public(doc: dict[str, Any]) -> ClassifierPublic:
+    links = {"self": f"/classifiers/{doc['id']}"}
+    if doc["state"] == "ready":
+        links["file"] = f"/classifiers/{doc['id']}/file"
+    return ClassifierPublic(
+        **{k: v for k, v in doc.items() if k in ClassifierPublic.model_fields},
+        num_classes=len(doc["class_names"]),
+        status=doc["state"],
+        reason=(doc.get("error") or {}).get("detail"),
+        links=links,
+    )
+
+
+def _fields(meta: ClassifierCreate, upload: Upload) -> dict[str, Any]:
+    return meta.model_dump()
+
+
+def verdict_response(doc: dict[str, Any], response: Response, public: Any) -> Any:
+    """202 while validating, 201 once ready; a rejection is a 422 naming the reason."""
+    response.headers["Location"] = public.links["self"]
+    if doc["state"] == "rejected":
+        raise InvalidField(
+            public.reason or "rejected",
+            field="file",
+            id=doc["id"],
+            headers={"Location": public.links["self"]},
+        )
+    response.status_code = 201 if doc["state"] == "ready" else 202
+    return public
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=ClassifierPublic,
+    responses={201: {"model": ClassifierPublic}},
+    summary="Upload a classifier (multipart: `file` plus metadata fields)",
+)
+async def create_classifier(
+    request: Request,
+    response: Response,
+    tenant: TenantDep,
+    stores: StoresDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+) -> Any:
+    """Stores the file and queues its validation in a sandboxed worker process. Returns 202 with
+    status `validating`; with `Prefer: wait=N` it waits up to N seconds for the verdict (201 when
+    ready, 422 with the reason when rejected)."""
+    doc = await register_upload(
+        request,
+        kind=CLASSIFIER,
+        tenant=tenant,
+        stores=stores,
+        celery=celery,
+        settings=settings,
+        schema=ClassifierCreate,
+        upload_key=keys.classifier_upload,
+        fields=_fields,
+    )
+    return verdict_response(doc, response, to_public(doc))
+
+
+@router.get("", response_model=ClassifiersPublic)
+def list_classifiers(
+    tenant: TenantDep,
+    stores: StoresDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    name: Annotated[str | None, Query(description="Substring of the name")] = None,
+    tag: str | None = None,
+    status: str | None = None,
+) -> ClassifiersPublic:
+    page = list_registered(
+        stores, CLASSIFIER, tenant, name=name, tag=tag, status=status, offset=offset, limit=limit
+    )
+    return ClassifiersPublic(data=[to_public(d) for d in page.items], count=page.count)
+
+
+@router.get("/{id}", response_model=ClassifierPublic)
+def read_classifier(classifier: ClassifierDep) -> ClassifierPublic:
+    return to_public(classifier)
+
+
+@router.delete("/{id}", status_code=204)
+def delete_classifier(classifier: ClassifierDep, stores: StoresDep) -> Response:
+    delete_registered(
+        stores,
+        CLASSIFIER,
+        classifier,
+        keys.classifier_prefix(classifier["tenant"], classifier["id"]),
+    )
+    return Response(status_code=204)
+
+
+@router.get("/{id}/file", response_class=StreamingResponse)
+async def download_classifier(classifier: ClassifierDep, stores: StoresDep) -> StreamingResponse:
+    """The canonical copy made by the validation (not the bytes as uploaded)."""
+    if classifier["state"] != "ready":
+        raise Conflict(f"the classifier is {classifier['state']}, not ready: no file to download")
+    key = keys.classifier_canonical(classifier["tenant"], classifier["id"])
+    size = await run_in_threadpool(stores.artifacts.size, key)
+    stream = await run_in_threadpool(stores.artifacts.open, key)
+    suffix = "onnx" if classifier["format"] == "onnx" else "safetensors"
+    return StreamingResponse(
+        blob_chunks(stream),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Length": str(size),
+            "Content-Disposition": f'attachment; filename="{classifier["id"]}.{suffix}"',
+            "ETag": f'"{classifier.get("canonical_sha256", "")}"',
+        },
+    )

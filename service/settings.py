@@ -1,0 +1,91 @@
+"""Typed settings, read from `C3_*` environment variables.
+
+`CommonSettings` holds what the API and the workers must agree on (where state, blobs and the
+broker live, and the job lease timings); `ServiceSettings` and `worker.settings.WorkerSettings`
+add what each deployable needs. Nothing here builds a client: factories do, at start-up.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="C3_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("data"),
+        description="Folder of the embedded default: SQLite state, broker and blobs.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL. When set: Celery broker, result backend and job store.",
+    )
+    redis_prefix: str = Field("c3:", description="Key prefix of the job store in Redis.")
+    blob_dir: Path | None = Field(
+        None, description="Folder of the local blob store (default: DATA_DIR/blobs)."
+    )
+    max_job_seconds: int = Field(
+        6 * 3600, description="Longest a job may run; the broker's visibility timeout is above it."
+    )
+    heartbeat_seconds: float = Field(
+        5.0, description="How often a running task renews its lease in the job record."
+    )
+    stale_after_seconds: float = Field(
+        30.0, description="A lease not renewed for this long is stale: the task is re-queued."
+    )
+
+    @property
+    def embedded(self) -> bool:
+        """The embedded default: no Redis configured, everything under `data_dir`."""
+        return self.redis_url is None
+
+    @property
+    def blob_root(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "c3.sqlite"
+
+    @property
+    def broker_url(self) -> str:
+        if self.redis_url:
+            return self.redis_url
+        return f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
+
+
+class ServiceSettings(CommonSettings):
+    host: str = Field("127.0.0.1", description="Address the API binds to.")
+    port: int = Field(8000, description="Port the API listens on.")
+    max_upload_bytes: int = Field(
+        256 * 1024 * 1024, description="Largest classifier or dataset upload (413 above it)."
+    )
+    max_steps: int = Field(20_000, description="Largest training budget a job may ask for.")
+    max_samples_per_class: int = Field(1_000, description="Most samples per class a job may ask.")
+    max_batch_size: int = Field(1_024, description="Largest batch size a job may ask for.")
+    page_size: int = Field(50, description="Default page size of list endpoints.")
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses: the only binds allowed without API keys."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@lru_cache
+def get_settings() -> ServiceSettings:
+    return ServiceSettings()

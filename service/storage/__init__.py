@@ -1,0 +1,24 @@
+"""Storage behind two small protocols: the job store (records, events, keys) and the artifact
+store (blobs). `open_stores` picks the implementations from settings; no other module builds
+storage paths or imports redis or sqlite3."""
+
+from service.storage.base import (
+    ArtifactNotFound,
+    ArtifactStore,
+    JobStore,
+    Mutator,
+    Page,
+    StoreUnavailable,
+)
+from service.storage.factory import Stores, open_stores
+
+__all__ = [
+    "ArtifactNotFound",
+    "ArtifactStore",
+    "JobStore",
+    "Mutator",
+    "Page",
+    "StoreUnavailable",
+    "Stores",
+    "open_stores",
+]

@@ -1,0 +1,150 @@
+"""Job store on Redis: the production form. A record is a JSON string; sorted sets index it by
+tenant and by state (newest first). Updates are optimistic transactions (WATCH/MULTI), retried
+when another writer got there first. Persistence is Redis's own (run it with AOF)."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+from redis.exceptions import RedisError, WatchError
+
+from service.storage.base import Doc, Match, Mutator, Page, StoreUnavailable, translate_errors
+
+_BATCH = 200
+
+
+@translate_errors(RedisError)
+class RedisJobStore:
+    def __init__(self, url: str, prefix: str = "c3:") -> None:
+        self._r = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        self._p = prefix
+
+    def _rec(self, kind: str, id: str) -> str:
+        return f"{self._p}rec:{kind}:{id}"
+
+    def _by_tenant(self, kind: str, tenant: str) -> str:
+        return f"{self._p}tenant:{kind}:{tenant}"
+
+    def _by_state(self, kind: str, state: str) -> str:
+        return f"{self._p}state:{kind}:{state}"
+
+    def _all(self, kind: str) -> str:
+        return f"{self._p}all:{kind}"
+
+    def ping(self) -> None:
+        try:
+            self._r.ping()
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    def create(self, kind: str, doc: Doc) -> None:
+        id, score = doc["id"], doc["created_at"]
+        pipe = self._r.pipeline()
+        pipe.set(self._rec(kind, id), json.dumps(doc), nx=True)
+        pipe.zadd(self._all(kind), {id: score})
+        pipe.zadd(self._by_tenant(kind, doc["tenant"]), {id: score})
+        pipe.zadd(self._by_state(kind, doc["state"]), {id: score})
+        created, *_ = pipe.execute()
+        if not created:
+            raise KeyError(f"{kind} {id} exists")
+
+    def get(self, kind: str, id: str) -> Doc | None:
+        raw = self._r.get(self._rec(kind, id))
+        return json.loads(raw) if raw else None
+
+    def update(self, kind: str, id: str, mutate: Mutator) -> Doc | None:
+        key = self._rec(kind, id)
+        with self._r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    old = json.loads(raw) if raw else None
+                    new = mutate(json.loads(raw)) if raw else None
+                    if old is None or new is None:
+                        pipe.unwatch()
+                        return None
+                    pipe.multi()
+                    pipe.set(key, json.dumps(new))
+                    if new["state"] != old["state"]:
+                        pipe.zrem(self._by_state(kind, old["state"]), id)
+                        pipe.zadd(self._by_state(kind, new["state"]), {id: new["created_at"]})
+                    pipe.execute()
+                    return new
+                except WatchError:
+                    continue
+
+    def delete(self, kind: str, id: str) -> bool:
+        doc = self.get(kind, id)
+        if doc is None:
+            return False
+        pipe = self._r.pipeline()
+        pipe.delete(self._rec(kind, id))
+        pipe.zrem(self._all(kind), id)
+        pipe.zrem(self._by_tenant(kind, doc["tenant"]), id)
+        pipe.zrem(self._by_state(kind, doc["state"]), id)
+        pipe.execute()
+        return True
+
+    def list(
+        self,
+        kind: str,
+        *,
+        tenant: str | None = None,
+        state: str | None = None,
+        match: Match | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> Page:
+        if state is not None:
+            index = self._by_state(kind, state)
+        elif tenant is not None:
+            index = self._by_tenant(kind, tenant)
+        else:
+            index = self._all(kind)
+        ids = [i.decode() for i in self._r.zrevrange(index, 0, -1)]
+        matching: list[Doc] = []
+        for start in range(0, len(ids), _BATCH):
+            chunk = ids[start : start + _BATCH]
+            for raw in self._r.mget([self._rec(kind, i) for i in chunk]):
+                if raw is None:
+                    continue
+                doc = json.loads(raw)
+                if tenant is not None and doc["tenant"] != tenant:
+                    continue
+                if state is not None and doc["state"] != state:
+                    continue
+                if match is None or match(doc):
+                    matching.append(doc)
+        end = None if limit is None else offset + limit
+        return Page(items=matching[offset:end], count=len(matching))
+
+    def append_event(self, stream: str, event: Doc) -> int:
+        return int(self._r.rpush(f"{self._p}events:{stream}", json.dumps(event)))
+
+    def read_events(self, stream: str, after: int = 0, limit: int = 1000) -> list[tuple[int, Doc]]:
+        raws = self._r.lrange(f"{self._p}events:{stream}", after, after + limit - 1)
+        return [(after + i + 1, json.loads(raw)) for i, raw in enumerate(raws)]
+
+    def delete_events(self, stream: str) -> None:
+        self._r.delete(f"{self._p}events:{stream}")
+
+    def put_key(self, namespace: str, key: str, value: str) -> str | None:
+        name = f"{self._p}keys:{namespace}"
+        if self._r.hsetnx(name, key, value):
+            return None
+        return self.get_key(namespace, key)
+
+    def get_key(self, namespace: str, key: str) -> str | None:
+        raw = self._r.hget(f"{self._p}keys:{namespace}", key)
+        return raw.decode() if raw is not None else None
+
+    def count_keys(self, namespace: str) -> int:
+        return int(self._r.hlen(f"{self._p}keys:{namespace}"))
+
+    def delete_key(self, namespace: str, key: str) -> None:
+        self._r.hdel(f"{self._p}keys:{namespace}", key)
+
+    def close(self) -> None:
+        self._r.close()

@@ -1,0 +1,58 @@
+"""The checks that run inside the sandbox (worker.sandbox) on untrusted uploads. Imported by
+the sandbox's forkserver up front, with torch and the loaders, so each check starts at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.loading import ClassifierRejected, canonical_bytes, check_classifier, load_classifier
+from models.reference_data import DatasetRejected, read_reference, save_reference
+from models.spec import ClassifierSpec
+from worker.sandbox import Rejected
+
+
+def classifier_spec(doc: dict[str, Any]) -> ClassifierSpec:
+    """The engine's view of a classifier record."""
+    return ClassifierSpec(
+        format=doc["format"],
+        input_shape=tuple(doc["input_shape"]),  # type: ignore[arg-type]
+        class_names=tuple(doc["class_names"]),
+        mean=tuple(doc["mean"]),
+        std=tuple(doc["std"]),
+        architecture=doc.get("architecture"),
+        architecture_config=dict(doc.get("architecture_config") or {}),
+    )
+
+
+def check_classifier_upload(upload: str, record: dict[str, Any], canonical: str) -> dict[str, Any]:
+    """Load the model as declared, run one forward and backward pass, write the clean copy."""
+    torch.set_num_threads(1)
+    spec = classifier_spec(record)
+    data = Path(upload).read_bytes()
+    try:
+        classifier = load_classifier(data, spec, device=torch.device("cpu"))
+        report = check_classifier(classifier)
+        Path(canonical).write_bytes(canonical_bytes(data, spec))
+    except ClassifierRejected as exc:
+        raise Rejected(str(exc)) from exc
+    return {
+        "param_count": int(report.param_count),
+        "forward_latency_ms": float(report.forward_latency_ms),
+    }
+
+
+def check_dataset_upload(upload: str, fmt: str, canonical: str) -> dict[str, Any]:
+    """Read the reference set with every limit, write it back as a plain `.npz`."""
+    try:
+        ref = read_reference(Path(upload), fmt)
+    except DatasetRejected as exc:
+        raise Rejected(str(exc)) from exc
+    save_reference(ref, Path(canonical))
+    return {
+        "count": int(ref.x.shape[0]),
+        "input_shape": list(ref.shape),
+        "has_labels": ref.y is not None,
+    }

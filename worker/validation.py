@@ -1,0 +1,117 @@
+"""Validation tasks: an uploaded classifier or dataset becomes `ready` (with a canonical copy)
+or `rejected` (with a reason a user can act on). The untrusted bytes are only ever read inside
+the sandbox, and are deleted once the verdict is recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from service.background import Heartbeat, claim
+from service.records import CLASSIFIER, DATASET
+from service.storage import keys
+from worker.checks import check_classifier_upload, check_dataset_upload
+from worker.context import WorkerContext, get_context
+from worker.sandbox import Limits, SandboxFailure, run_sandboxed
+
+log = logging.getLogger(__name__)
+
+
+def _limits(ctx: WorkerContext) -> Limits:
+    s = ctx.settings
+    return Limits(s.validate_cpu_seconds, s.validate_memory_mb, s.validate_wall_seconds)
+
+
+def _file_chunks(path: Path, size: int = 1024 * 1024) -> Any:
+    with path.open("rb") as f:
+        while chunk := f.read(size):
+            yield chunk
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    for chunk in _file_chunks(path):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _validate(
+    kind: str,
+    record_id: str,
+    upload_key: Callable[[str, str], str],
+    canonical_key: Callable[[str, str], str],
+    check: Callable[..., dict[str, Any]],
+    check_args: Callable[[dict[str, Any], Path, Path], tuple[Any, ...]],
+) -> None:
+    """Claim the record, run `check(*check_args(record, upload, canonical))` in the sandbox,
+    record the verdict."""
+    ctx = get_context()
+    store, artifacts = ctx.stores.jobs, ctx.stores.artifacts
+    claimed = claim(store, kind, record_id, max_attempts=ctx.settings.max_attempts)
+    if claimed is None:
+        log.info("%s %s: not queued (duplicate message or already done)", kind, record_id)
+        return
+    lease, doc = claimed
+    tenant = doc["tenant"]
+    with (
+        Heartbeat(store, lease, ctx.settings.heartbeat_seconds),
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        upload, canonical = Path(tmp) / "upload", Path(tmp) / "canonical"
+        with artifacts.open(upload_key(tenant, record_id)) as src, upload.open("wb") as dst:
+            while chunk := src.read(1024 * 1024):
+                dst.write(chunk)
+        try:
+            report = run_sandboxed(check, check_args(doc, upload, canonical), _limits(ctx))
+        except SandboxFailure as exc:
+            log.info("%s %s rejected: %s", kind, record_id, exc)
+            verdict: dict[str, Any] = {
+                "state": "rejected",
+                "error": {"title": "Rejected", "detail": str(exc)},
+            }
+        else:
+            artifacts.put_stream(canonical_key(tenant, record_id), _file_chunks(canonical))
+            verdict = {"state": "ready", "canonical_sha256": _sha256(canonical), **report}
+    verdict["validated_at"] = time.time()
+    if lease.finish(store, lambda d: {**d, **verdict}) is not None:
+        artifacts.delete_prefix(upload_key(tenant, record_id))
+
+
+def validate_classifier(classifier_id: str) -> None:
+    _validate(
+        CLASSIFIER,
+        classifier_id,
+        keys.classifier_upload,
+        keys.classifier_canonical,
+        check_classifier_upload,
+        lambda doc, upload, canonical: (str(upload), _spec_fields(doc), str(canonical)),
+    )
+
+
+def validate_dataset(dataset_id: str) -> None:
+    _validate(
+        DATASET,
+        dataset_id,
+        keys.dataset_upload,
+        keys.dataset_canonical,
+        check_dataset_upload,
+        lambda doc, upload, canonical: (str(upload), doc["format"], str(canonical)),
+    )
+
+
+def _spec_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    names = (
+        "format",
+        "input_shape",
+        "class_names",
+        "mean",
+        "std",
+        "architecture",
+        "architecture_config",
+    )
+    return {k: doc.get(k) for k in names}
