@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from service.auth import refuse_unsafe_bind
 from service.errors import install_error_handlers
 from service.queue import make_celery
-from service.routers import health
+from service.routers import classifiers, datasets, health, inversions, metrics
 from service.settings import ServiceSettings, get_settings
 from service.storage import open_stores
 
@@ -49,4 +49,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(classifiers.router)
+    app.include_router(datasets.router)
+    app.include_router(inversions.router)
+    app.include_router(metrics.router)
     return app

@@ -184,3 +184,127 @@ class DatasetPublic(BaseModel):
 class DatasetsPublic(BaseModel):
     data: list[DatasetPublic]
     count: int
+
+
+# --- inversion jobs ------------------------------------------------------------------------
+
+
+class LossWeightsIn(BaseModel):
+    """Weights of the loss terms (names as in the paper); omitted ones take the method's preset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kl: float | None = Field(None, ge=0, le=100, description="KL(c ‖ softmax)")
+    ce: float | None = Field(None, ge=0, le=100, description="cross-entropy with the label")
+    cosine: float | None = Field(None, ge=0, le=100, description="pairwise feature cosine")
+    orthogonality: float | None = Field(None, ge=0, le=100, description="feature orthogonality")
+    tv: float | None = Field(None, ge=0, le=100, description="total-variation image prior")
+
+
+Method = Literal["c3", "soft", "pixel"]
+
+
+class InversionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    classifier_id: str = Field(max_length=64)
+    method: Method = Field("c3", description="`c3` (default), `soft` or `pixel` (baselines)")
+    classes: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, min_length=1, description="Class indices to invert; all when omitted."
+    )
+    samples_per_class: int = Field(100, ge=1)
+    steps: int | None = Field(
+        None,
+        ge=1,
+        description="Training budget: generator steps (c3, soft) or per-sample "
+        "optimisation steps (pixel). Method default when omitted.",
+    )
+    batch_size: int | None = Field(None, ge=2)
+    loss_weights: LossWeightsIn | None = None
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Random when omitted.")
+    dataset_id: str | None = Field(
+        None, max_length=64, description="Reference set for the distinctness metrics."
+    )
+    sample_dropout: bool = Field(
+        False, description="Sample with the generator's dropout on: more variety, less confidence."
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _unique_classes(cls, classes: list[int] | None) -> list[int] | None:
+        if classes is not None and len(set(classes)) != len(classes):
+            raise ValueError("class indices must be unique")
+        return classes
+
+
+class SamplingCreate(BaseModel):
+    """More samples from a finished job's trained generator, without retraining."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    samples_per_class: int = Field(100, ge=1)
+    classes: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    sample_dropout: bool | None = None
+
+
+class ProgressPublic(BaseModel):
+    phase: str = Field(description="`loading`, `training`, `sampling`, `metrics` or `saving`")
+    step: int
+    total_steps: int
+    fraction: float
+    losses: dict[str, float]
+    confident_share: float | None = Field(
+        None, description="Share of the latest training batch classified at p ≥ 0.99."
+    )
+    steps_per_second: float | None = None
+    eta_seconds: float | None = None
+    updated_at: float
+
+
+class InversionPublic(BaseModel):
+    id: str
+    kind: Literal["inversion", "sampling"]
+    parent_id: str | None = None
+    classifier_id: str
+    dataset_id: str | None
+    method: Method
+    params: dict[str, Any]
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    cancel_requested: bool
+    progress: ProgressPublic | None
+    attempts: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: ErrorPublic | None
+    metrics: dict[str, Any] | None = Field(None, description="Overall figures once succeeded.")
+    sample_count: int | None = None
+    links: dict[str, str]
+
+
+class InversionsPublic(BaseModel):
+    data: list[InversionPublic]
+    count: int
+
+
+class TopKPublic(BaseModel):
+    class_index: int
+    class_name: str
+    probability: float
+
+
+class SamplePublic(BaseModel):
+    index: int
+    target: int
+    target_name: str
+    predicted: int
+    predicted_name: str
+    confidence: float = Field(description="The classifier's probability of the target class.")
+    top_k: list[TopKPublic]
+    image_url: str
+
+
+class SamplesPublic(BaseModel):
+    data: list[SamplePublic]
+    count: int

@@ -10,21 +10,8 @@ import torch
 
 from models.loading import ClassifierRejected, canonical_bytes, check_classifier, load_classifier
 from models.reference_data import DatasetRejected, read_reference, save_reference
-from models.spec import ClassifierSpec
+from worker.classifier_cache import classifier_spec
 from worker.sandbox import Rejected
-
-
-def classifier_spec(doc: dict[str, Any]) -> ClassifierSpec:
-    """The engine's view of a classifier record."""
-    return ClassifierSpec(
-        format=doc["format"],
-        input_shape=tuple(doc["input_shape"]),  # type: ignore[arg-type]
-        class_names=tuple(doc["class_names"]),
-        mean=tuple(doc["mean"]),
-        std=tuple(doc["std"]),
-        architecture=doc.get("architecture"),
-        architecture_config=dict(doc.get("architecture_config") or {}),
-    )
 
 
 def check_classifier_upload(upload: str, record: dict[str, Any], canonical: str) -> dict[str, Any]:
