@@ -165,7 +165,8 @@ def _read_png_zip(archive: zipfile.ZipFile, limits: ReferenceLimits) -> Referenc
     if len(shapes) > 1:
         raise DatasetRejected(f"all images must share one size and mode; found {sorted(shapes)}")
     x = np.stack(images)  # (n, c, h, w)
-    _check_size(*x.shape, itemsize=1, limits=limits)
+    n, c, h, w = x.shape
+    _check_size(n, c, h, w, 1, limits)
     y = None
     if labels is not None:
 
@@ -199,8 +200,8 @@ def _decode_png(name: str, data: bytes, limits: ReferenceLimits) -> np.ndarray:
             w, h = img.size
             if w > limits.max_side or h > limits.max_side:
                 raise DatasetRejected(f"{name} is {w}×{h}, above the {limits.max_side} px limit")
-            img = img.convert("L" if img.mode in ("1", "L", "I", "I;16", "P") else "RGB")
-            arr = np.asarray(img, dtype=np.uint8)
+            mode = "L" if img.mode in ("1", "L", "I", "I;16", "P") else "RGB"
+            arr = np.asarray(img.convert(mode), dtype=np.uint8)
     except DatasetRejected:
         raise
     except Exception as exc:

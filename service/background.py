@@ -11,6 +11,7 @@ claim can win, and a worker that lost its lease stops), and a duplicate message 
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import threading
@@ -217,7 +218,7 @@ def recover(store: JobStore, app: Celery) -> list[str]:
                 match=lambda d: (d.get("task") or {}).get("state") in ("queued", "running"),
             ).items
         for doc in sorted(pending, key=lambda d: d["created_at"]):
-            if store.update(work.kind, doc["id"], lambda d, w=work: _requeue(w, d)) is not None:
+            if store.update(work.kind, doc["id"], functools.partial(_requeue, work)) is not None:
                 publish(app, work.task_name, doc["id"])
                 requeued.append(doc["id"])
     return requeued

@@ -120,7 +120,7 @@ def install_error_handlers(app: FastAPI) -> None:
             422,
             "Invalid input",
             "invalid-input",
-            f"{first['field']}: {first['detail']}" if first["field"] else first["detail"],
+            f"{first['field']}: {first['detail']}" if first["field"] else str(first["detail"]),
             field=first["field"],
             errors=errors,
         )
@@ -128,7 +128,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
-        detail = exc.detail if isinstance(exc.detail, str) else title
+        detail = str(exc.detail) if isinstance(exc.detail, str) else title
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no such endpoint: {request.method} {request.url.path}"
         return problem_response(

@@ -91,7 +91,7 @@ def new_job(
         "sample_dropout": body.sample_dropout,
     }
     return new_record(
-        JOB, tenant, new_id("job"), "queued",
+        tenant, new_id("job"), "queued",
         kind="inversion", parent_id=None, classifier_id=classifier["id"],
         dataset_id=body.dataset_id, method=body.method, params=params,
         class_names=classifier["class_names"], input_shape=classifier["input_shape"],
@@ -128,7 +128,7 @@ def new_sampling_job(
         else body.sample_dropout,
     }
     return new_record(
-        JOB, parent["tenant"], new_id("job"), "queued",
+        parent["tenant"], new_id("job"), "queued",
         kind="sampling", parent_id=source["id"], classifier_id=parent["classifier_id"],
         dataset_id=parent["dataset_id"], method=parent["method"], params=params,
         class_names=parent["class_names"], input_shape=parent["input_shape"],

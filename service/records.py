@@ -19,11 +19,10 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{int(time.time() * 1000):011x}{secrets.token_hex(5)}"
 
 
-def new_record(kind: str, tenant: str, id: str, state: str, **fields: Any) -> dict[str, Any]:
+def new_record(tenant: str, id: str, state: str, **fields: Any) -> dict[str, Any]:
     """A record whose work waits for a worker (validation or a job)."""
     return {
         "id": id,
-        "kind": kind,
         "tenant": tenant,
         "state": state,
         "created_at": time.time(),

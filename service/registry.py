@@ -32,12 +32,11 @@ def parse_form(model: type[M], fields: dict[str, str]) -> M:
         return model.model_validate(fields)
     except ValidationError as exc:
         errors = [
-            {"field": ".".join(str(p) for p in e["loc"]) or None, "detail": e["msg"]}
+            {"field": str(e["loc"][0]) if e["loc"] else None,
+             "detail": e["msg"].removeprefix("Value error, ")}
             for e in exc.errors()
-        ]
-        first = errors[0]
-        field = first["field"]
-        message = first["detail"].removeprefix("Value error, ")
+        ]  # fmt: skip
+        field, message = errors[0]["field"], str(errors[0]["detail"])
         raise InvalidField(
             f"{field}: {message}" if field else message, field=field, errors=errors
         ) from exc
@@ -78,7 +77,6 @@ async def register_upload(
             stores.artifacts.put_stream, upload_key(tenant, id), upload.chunks()
         )
         doc = new_record(
-            kind,
             tenant,
             id,
             WORK[kind].waiting_state,
@@ -106,8 +104,12 @@ async def wait_for_verdict(
     waiting = WORK[kind].waiting_state
     while doc["state"] == waiting and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-        doc = await run_in_threadpool(stores.jobs.get, kind, doc["id"]) or doc
+        doc = await run_in_threadpool(_reread, stores, kind, doc)
     return doc
+
+
+def _reread(stores: Stores, kind: str, doc: dict[str, Any]) -> dict[str, Any]:
+    return stores.jobs.get(kind, doc["id"]) or doc
 
 
 async def blob_chunks(stream: BinaryIO, size: int = 1024 * 1024) -> AsyncIterator[bytes]:

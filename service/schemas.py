@@ -16,6 +16,12 @@ from pydantic import (
     model_validator,
 )
 
+# The engine's limits (models.spec), repeated here because the API does not import the engine;
+# tests/service/test_contract.py checks that they agree.
+MAX_CLASSES = 1000
+MAX_CHANNELS = 4
+MIN_SIDE, MAX_SIDE = 4, 512
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
@@ -75,7 +81,7 @@ class ClassifierCreate(BaseModel):
     input_shape: Annotated[tuple[int, int, int], ShapeList] = Field(
         description="C×H×W, e.g. `1,28,28`"
     )
-    class_names: Annotated[list[Name], CommaList] = Field(min_length=2, max_length=10_000)
+    class_names: Annotated[list[Name], CommaList] = Field(min_length=2, max_length=MAX_CLASSES)
     mean: Annotated[list[float], CommaList] = Field(default_factory=lambda: [0.0])
     std: Annotated[list[float], CommaList] = Field(default_factory=lambda: [1.0])
     architecture: Annotated[str, StringConstraints(max_length=64)] | None = None
@@ -89,8 +95,8 @@ class ClassifierCreate(BaseModel):
     @classmethod
     def _shape(cls, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         c, h, w = shape
-        if not (1 <= c <= 16 and 1 <= h <= 1024 and 1 <= w <= 1024):
-            raise ValueError("expected C in 1..16 and H, W in 1..1024")
+        if not (1 <= c <= MAX_CHANNELS and min(h, w) >= MIN_SIDE and max(h, w) <= MAX_SIDE):
+            raise ValueError(f"expected C in 1..{MAX_CHANNELS} and H, W in {MIN_SIDE}..{MAX_SIDE}")
         return shape
 
     @field_validator("class_names")

@@ -22,7 +22,7 @@ def classifier_spec(doc: dict[str, Any]) -> ClassifierSpec:
     """The engine's view of a classifier record."""
     return ClassifierSpec(
         format=doc["format"],
-        input_shape=tuple(doc["input_shape"]),  # type: ignore[arg-type]
+        input_shape=tuple(doc["input_shape"]),
         class_names=tuple(doc["class_names"]),
         mean=tuple(doc["mean"]),
         std=tuple(doc["std"]),

@@ -233,7 +233,7 @@ def sample_more(
     return _with_status_headers(response, follow_up)
 
 
-PNG = {"content": {"image/png": {}}}
+PNG: dict[str, Any] = {"content": {"image/png": {}}}
 
 
 @router.get("/{id}/samples/{index}.png", response_class=Response, responses={200: PNG})

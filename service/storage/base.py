@@ -8,6 +8,7 @@ is how leases and state machines stay race-free across processes without locks o
 
 from __future__ import annotations
 
+import builtins
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ class JobStore(Protocol):
 
     def read_events(
         self, stream: str, after: int = 0, limit: int = 1000
-    ) -> list[tuple[int, Doc]]: ...
+    ) -> builtins.list[tuple[int, Doc]]: ...
 
     def delete_events(self, stream: str) -> None: ...
 

@@ -4,6 +4,7 @@ when another writer got there first. Persistence is Redis's own (run it with AOF
 
 from __future__ import annotations
 
+import builtins
 import json
 
 import redis
@@ -59,7 +60,7 @@ class RedisJobStore:
             while True:
                 try:
                     pipe.watch(key)
-                    raw = pipe.get(key)
+                    raw: bytes | None = pipe.get(key)  # type: ignore[assignment]
                     old = json.loads(raw) if raw else None
                     new = mutate(json.loads(raw)) if raw else None
                     if old is None or new is None:
@@ -123,7 +124,9 @@ class RedisJobStore:
     def append_event(self, stream: str, event: Doc) -> int:
         return int(self._r.rpush(f"{self._p}events:{stream}", json.dumps(event)))
 
-    def read_events(self, stream: str, after: int = 0, limit: int = 1000) -> list[tuple[int, Doc]]:
+    def read_events(
+        self, stream: str, after: int = 0, limit: int = 1000
+    ) -> builtins.list[tuple[int, Doc]]:
         raws = self._r.lrange(f"{self._p}events:{stream}", after, after + limit - 1)
         return [(after + i + 1, json.loads(raw)) for i, raw in enumerate(raws)]
 

@@ -4,6 +4,7 @@ and replaces the record with no other writer in between."""
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -131,7 +132,9 @@ class SqliteJobStore:
             raise
         return int(last) + 1
 
-    def read_events(self, stream: str, after: int = 0, limit: int = 1000) -> list[tuple[int, Doc]]:
+    def read_events(
+        self, stream: str, after: int = 0, limit: int = 1000
+    ) -> builtins.list[tuple[int, Doc]]:
         rows = self._conn().execute(
             "SELECT seq, doc FROM events WHERE stream=? AND seq>? ORDER BY seq LIMIT ?",
             (stream, after, limit),

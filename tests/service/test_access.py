@@ -22,7 +22,9 @@ CLASSIFIER_FORM = {
 }
 
 
-def upload(client: TestClient, headers: dict[str, str] | None = None, **form: str) -> httpx.Response:
+def upload(
+    client: TestClient, headers: dict[str, str] | None = None, **form: str
+) -> httpx.Response:
     return client.post(
         "/classifiers",
         data={**CLASSIFIER_FORM, **form},
@@ -84,8 +86,12 @@ def test_tenants_cannot_see_each_other(api: TestClient) -> None:
     id = created.json()["id"]
     assert created.headers["location"] == f"/classifiers/{id}"
     assert api.get(f"/classifiers/{id}", headers=a).status_code == 200
-    for method, path in [("GET", f"/classifiers/{id}"), ("DELETE", f"/classifiers/{id}"),
-                         ("GET", f"/classifiers/{id}/file"), ("GET", "/inversions/job_x")]:
+    for method, path in [
+        ("GET", f"/classifiers/{id}"),
+        ("DELETE", f"/classifiers/{id}"),
+        ("GET", f"/classifiers/{id}/file"),
+        ("GET", "/inversions/job_x"),
+    ]:
         response = api.request(method, path, headers=b)
         assert response.status_code == 404, (method, path)
         assert response.headers["content-type"] == "application/problem+json"
