@@ -1,0 +1,15 @@
+# A worker: the engine with CUDA torch (PyPI's Linux torch wheels bundle the CUDA runtime; the
+# NVIDIA container toolkit provides the driver). The Celery main process never imports torch:
+# jobs run in its pool's child process.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+RUN pip install --no-cache-dir torch==2.13.0
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY worker ./worker
+COPY models ./models
+RUN pip install --no-cache-dir '.[engine]'
+RUN useradd --uid 1000 c3 && mkdir -p /data /blobs && chown c3 /data /blobs
+USER c3
+CMD ["c3", "worker", "--queues", "gpu", "--concurrency", "1"]
