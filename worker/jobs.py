@@ -26,6 +26,7 @@ from models.device import pick_device
 from models.images import grid_image, png_bytes
 from models.methods import InversionMethod, build_method, build_method_from_state, get_method
 from models.metrics import compute_metrics, score_samples
+from models.ood import audit_report
 from models.reference_data import load_canonical
 from models.training import Progress, load_state, save_state, train
 from service.background import Heartbeat, Lease, claim
@@ -257,8 +258,9 @@ class JobRun:
             reference_y=reference_y,
             cost=cost,
         )
+        report = audit_report(classifier, delivered, reference_x, reference_y)
         self.report("saving", 0, 1, {}, None, None)
-        self._save(pixels, labels, records, metrics.to_dict())
+        self._save(pixels, labels, records, metrics.to_dict(), report)
         summary: dict[str, Any] = metrics.to_dict()["overall"]
         return summary
 
@@ -281,6 +283,7 @@ class JobRun:
         labels: torch.Tensor,
         records: list[dict[str, Any]],
         metrics: dict[str, Any],
+        report: dict[str, Any],
     ) -> None:
         artifacts, tenant, id = self.ctx.stores.artifacts, self.tenant, self.job["id"]
         for i, img in enumerate(pixels):
@@ -291,6 +294,7 @@ class JobRun:
         index = [{"index": i, **rec} for i, rec in enumerate(records)]
         artifacts.put(keys.job_samples_json(tenant, id), json.dumps(index).encode())
         artifacts.put(keys.job_metrics_json(tenant, id), json.dumps(metrics, indent=1).encode())
+        artifacts.put(keys.job_report_json(tenant, id), json.dumps(report).encode())
         buffer = io.BytesIO()
         np.savez_compressed(
             buffer,

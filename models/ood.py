@@ -1,0 +1,194 @@
+"""Would an out-of-distribution detector catch the counterfeits? The evasion table of the audit.
+
+Four post-hoc detectors score an input by how in-distribution it looks (higher = more so):
+- max-softmax: max_k softmax(z)_k (Hendrycks & Gimpel, ICLR 2017);
+- energy: logsumexp_k z_k, the negative free energy at T = 1 (Liu et al., NeurIPS 2020);
+- mahalanobis: −min_c (f − μ_c)ᵀ Σ⁻¹ (f − μ_c), class means and one tied covariance fitted on
+  real features (Lee et al., NeurIPS 2018), without input preprocessing;
+- knn: −‖f̂ − f̂₍ₖ₎‖, the distance of the normalised feature to its k-th nearest real neighbour
+  (Sun et al., ICML 2022).
+The real reference set is split in two: one half fits the detectors (class means, covariance,
+neighbour bank), the other half sets each detector's threshold so that it keeps `tpr` (95%) of
+real inputs, FPR95-style. A detector's `accepted_share` is the share of counterfeits at or above
+that threshold: counterfeits it would let through as in-distribution. Its AUROC is that of
+telling held-out real inputs (positive) from counterfeits by the score.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+__all__ = [
+    "DetectorResult",
+    "audit_report",
+    "auroc",
+    "detector_scores",
+    "evasion_table",
+    "keep_threshold",
+]
+
+
+@dataclass(frozen=True)
+class DetectorResult:
+    name: str
+    auroc: float  # held-out real (positive) vs counterfeits; 0.5 = cannot tell them apart
+    accepted_share: float  # counterfeits scored at or above the threshold
+    threshold: float  # keeps `tpr` of held-out real inputs
+
+    def to_dict(self) -> dict[str, float | str]:
+        return asdict(self)
+
+
+def auroc(positive: torch.Tensor, negative: torch.Tensor) -> float:
+    """P(score of a positive > score of a negative), ties counting one half (Mann-Whitney U)."""
+    pos, neg = positive.double().flatten(), negative.double().flatten()
+    if pos.numel() == 0 or neg.numel() == 0:
+        return math.nan
+    greater = (pos[:, None] > neg[None, :]).double().mean()
+    ties = (pos[:, None] == neg[None, :]).double().mean()
+    return float(greater + 0.5 * ties)
+
+
+def keep_threshold(real_scores: torch.Tensor, tpr: float = 0.95) -> float:
+    """The highest threshold t with share(real ≥ t) ≥ tpr: reject at most ⌊(1 − tpr)·n⌋ reals."""
+    ordered = real_scores.double().flatten().sort().values
+    rejected = math.floor((1.0 - tpr) * ordered.numel() + 1e-9)
+    return float(ordered[rejected])
+
+
+def _fit_mahalanobis(
+    features: torch.Tensor, labels: torch.Tensor, ridge: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    classes = labels.unique()
+    means = torch.stack([features[labels == c].mean(0) for c in classes])  # (k, d)
+    centred = features - means[torch.searchsorted(classes, labels)]
+    cov = centred.T @ centred / max(len(features), 1)  # (d, d), tied over classes
+    cov = cov + ridge * (cov.diagonal().mean() + 1e-12) * torch.eye(cov.shape[0], dtype=cov.dtype)
+    return means, torch.linalg.inv(cov)
+
+
+def _mahalanobis(
+    features: torch.Tensor, means: torch.Tensor, precision: torch.Tensor
+) -> torch.Tensor:
+    diff = features[:, None, :] - means[None, :, :]  # (n, k, d)
+    distances = torch.einsum("nkd,de,nke->nk", diff, precision, diff)
+    return -distances.min(dim=1).values
+
+
+def _knn(features: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
+    f = torch.nn.functional.normalize(features, dim=1)
+    b = torch.nn.functional.normalize(bank, dim=1)
+    distances = torch.cdist(f, b)  # (n, m)
+    k = min(k, b.shape[0])
+    return -distances.topk(k, dim=1, largest=False).values[:, -1]
+
+
+def detector_scores(
+    logits: torch.Tensor,
+    features: torch.Tensor,
+    fit_features: torch.Tensor,
+    fit_labels: torch.Tensor,
+    *,
+    k: int = 10,
+) -> dict[str, torch.Tensor]:
+    """Each detector's in-distribution score for every input (higher = more in-distribution)."""
+    logits, features = logits.double(), features.double()
+    fit_features = fit_features.double()
+    means, precision = _fit_mahalanobis(fit_features, fit_labels.long())
+    return {
+        "max-softmax": logits.softmax(dim=1).max(dim=1).values,
+        "energy": torch.logsumexp(logits, dim=1),
+        "mahalanobis": _mahalanobis(features, means, precision),
+        "knn": _knn(features, fit_features, k),
+    }
+
+
+def evasion_table(
+    reference_logits: torch.Tensor,
+    reference_features: torch.Tensor,
+    counterfeit_logits: torch.Tensor,
+    counterfeit_features: torch.Tensor,
+    reference_labels: torch.Tensor | None = None,
+    *,
+    tpr: float = 0.95,
+    k: int = 10,
+    seed: int = 0,
+) -> tuple[list[DetectorResult], int, int]:
+    """Detector results, and the sizes of the fit and held-out halves of the reference set.
+
+    Mahalanobis uses the reference labels when given, else the classifier's predictions.
+    """
+    n = reference_logits.shape[0]
+    if n < 4:
+        raise ValueError("the reference set needs at least 4 images to fit and hold out")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    fit, held_out = order[: n // 2], order[n // 2 :]
+    labels = reference_labels if reference_labels is not None else reference_logits.argmax(1)
+    fit_features, fit_labels = reference_features[fit], labels[fit]
+    real = detector_scores(
+        reference_logits[held_out], reference_features[held_out], fit_features, fit_labels, k=k
+    )
+    fake = detector_scores(counterfeit_logits, counterfeit_features, fit_features, fit_labels, k=k)
+    results = []
+    for name, real_scores in real.items():
+        threshold = keep_threshold(real_scores, tpr)
+        results.append(
+            DetectorResult(
+                name=name,
+                auroc=auroc(real_scores, fake[name]),
+                accepted_share=float((fake[name] >= threshold).double().mean()),
+                threshold=threshold,
+            )
+        )
+    return results, len(fit), len(held_out)
+
+
+@torch.no_grad()
+def _logits_and_features(
+    classifier: torch.nn.Module, images: torch.Tensor, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    device = next(iter(classifier.buffers())).device
+    logits, features = [], []
+    for batch in images.split(batch_size):
+        z, f = classifier.forward_with_features(batch.to(device))  # type: ignore[operator]
+        logits.append(z.cpu())
+        features.append(f.flatten(1).cpu())
+    return torch.cat(logits), torch.cat(features)
+
+
+def audit_report(
+    classifier: torch.nn.Module,
+    counterfeits: torch.Tensor,
+    reference_x: torch.Tensor | None = None,
+    reference_y: torch.Tensor | None = None,
+    *,
+    tpr: float = 0.95,
+    batch_size: int = 500,
+) -> dict[str, object]:
+    """What the audit report shows beyond the metrics: the max-softmax of every counterfeit (and
+    real reference input, for the histogram) and, given a reference set, the evasion table."""
+    cf_logits, cf_features = _logits_and_features(classifier, counterfeits, batch_size)
+    msp: dict[str, list[float] | None] = {
+        "counterfeits": [round(float(p), 5) for p in cf_logits.softmax(1).max(1).values],
+        "reference": None,
+    }
+    if reference_x is None or len(reference_x) < 4:
+        return {"msp": msp, "ood": None}
+    ref_logits, ref_features = _logits_and_features(classifier, reference_x, batch_size)
+    msp["reference"] = [round(float(p), 5) for p in ref_logits.softmax(1).max(1).values]
+    results, n_fit, n_eval = evasion_table(
+        ref_logits, ref_features, cf_logits, cf_features, reference_y, tpr=tpr
+    )
+    return {
+        "msp": msp,
+        "ood": {
+            "tpr": tpr,
+            "reference_fit": n_fit,
+            "reference_eval": n_eval,
+            "counterfeits": len(counterfeits),
+            "detectors": [r.to_dict() for r in results],
+        },
+    }
