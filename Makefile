@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DATA   ?= data
 
-.PHONY: run test lint typecheck install browser
+.PHONY: run test lint typecheck install tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,14 @@ run: $(STAMP)
 	mkdir -p $(DATA)
 	$(BIN)/c3 serve --data-dir $(DATA)
 
-## Headless Chromium for the dashboard's browser tests (Debian's package, never a download).
-browser:
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+## Debian packages the tests drive: Chromium (browser tests, never a downloaded browser),
+## docker-compose (validates docker-compose.yml; no engine needed) and redis-server.
+tools:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -35,5 +40,5 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 ## Lint, type-check and the whole test suite.
-test: $(STAMP) browser lint typecheck
+test: $(STAMP) tools lint typecheck
 	$(BIN)/pytest -q

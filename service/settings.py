@@ -69,7 +69,6 @@ class ServiceSettings(CommonSettings):
     max_steps: int = Field(20_000, description="Largest training budget a job may ask for.")
     max_samples_per_class: int = Field(1_000, description="Most samples per class a job may ask.")
     max_batch_size: int = Field(1_024, description="Largest batch size a job may ask for.")
-    page_size: int = Field(50, description="Default page size of list endpoints.")
 
     @property
     def loopback(self) -> bool:

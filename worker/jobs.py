@@ -15,8 +15,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -32,12 +33,13 @@ from models.training import Progress, load_state, save_state, train
 from service.background import Heartbeat, Lease, claim
 from service.jobs import events_stream
 from service.records import CLASSIFIER, DATASET, JOB
-from service.storage import ArtifactNotFound, keys
+from service.storage import ArtifactNotFound, StoreUnavailable, keys
 from worker.classifier_cache import load_cached_classifier
 from worker.context import WorkerContext, get_context
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 SAMPLE_CHUNK = 250  # samples drawn per call, so progress and cancel are seen while sampling
 TOP_K = 5
 
@@ -106,8 +108,11 @@ class JobRun:
             "eta_seconds": remaining / rate if rate else None,
             "updated_at": time.time(),
         }
-        self.update(progress=progress)
-        self.event({"type": "progress", **progress})
+        try:
+            self.update(progress=progress)
+            self.event({"type": "progress", **progress})
+        except StoreUnavailable as exc:  # transient (e.g. Redis restarting): report next time
+            log.warning("job %s: progress not recorded: %s", self.job["id"], exc)
         if self.should_stop():
             raise Stopped("stop requested")
 
@@ -193,9 +198,12 @@ class JobRun:
                 return
             artifacts.put(checkpoint_key, state)
             elapsed = time.perf_counter() - train_start
-            self.update(
-                checkpoint_step=step, training_seconds_at_checkpoint=seconds_before + elapsed
-            )
+            try:
+                self.update(
+                    checkpoint_step=step, training_seconds_at_checkpoint=seconds_before + elapsed
+                )
+            except StoreUnavailable as exc:  # the blob is what a resume reads; the record waits
+                log.warning("job %s: checkpoint step not recorded: %s", self.job["id"], exc)
 
         result = train(
             method,
@@ -338,10 +346,28 @@ def run_job(job_id: str) -> None:
             log.exception("job %s failed", job_id)
             detail = f"{type(exc).__name__}: {exc}"
             final = {"state": "failed", "error": {"title": "Internal error", "detail": detail}}
-    if lease.finish(store, lambda doc: _finished(doc, final)) is not None:
-        run.event({"type": "state", "state": final["state"], "error": final.get("error")})
+    if _retrying(lambda: lease.finish(store, lambda doc: _finished(doc, final))) is not None:
+        _retrying(
+            lambda: run.event(
+                {"type": "state", "state": final["state"], "error": final.get("error")}
+            )
+        )
         if final["state"] == "succeeded":  # failed or cancelled jobs keep it, to be resumed
             ctx.stores.artifacts.delete_prefix(keys.job_checkpoint(job["tenant"], job_id))
+
+
+def _retrying(write: Callable[[], T], patience: float = 300.0) -> T:
+    """A final write must not be lost to a store that is briefly away (Redis restarting)."""
+    deadline, pause = time.monotonic() + patience, 0.5
+    while True:
+        try:
+            return write()
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("store unavailable; retrying the final write in %.1fs", pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
 
 
 def _finished(doc: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:

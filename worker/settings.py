@@ -18,9 +18,6 @@ class WorkerSettings(CommonSettings):
         4, description="Loaded classifiers a worker process keeps (LRU) for repeated jobs."
     )
     checkpoint_every_steps: int = Field(50, description="Checkpoint a job every N steps.")
-    checkpoint_every_seconds: float = Field(
-        60.0, description="… and at least this often, whichever comes first."
-    )
     progress_every_seconds: float = Field(1.0, description="How often a job reports progress.")
     max_attempts: int = Field(
         3, description="A job whose worker died this many times is failed, not retried."
