@@ -1,0 +1,110 @@
+"""The conditioned generator G(z, c) of C3 (Suhail & Sethi, arXiv:2503.20187, Sec. 3).
+
+z ⊕ c → FC → reshape to (w₀, h₀, w₀') → transposed convolutions that double the size, each with
+BatchNorm, LeakyReLU and channel dropout → 3x3 conv → centre crop → sigmoid into [0, 1].
+After the first up-convolution the label is injected again as a *hot conditioning matrix*:
+K planes, all zeros except the plane of the label, all ones ("deeper conditioning", so the
+label cannot be ignored). The number of up-convolutions adapts to the declared input shape so
+that the first feature map is about 5..8 pixels on its shorter side (28x28 → 7x7 base).
+
+Dropout masks come from a `torch.Generator` passed in by the caller, never the global RNG, so
+a run resumed from a checkpoint draws exactly the same masks as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["ConditionedGenerator", "upsampling_plan"]
+
+MIN_BASE_SIDE = 5  # the first feature map's shorter side is at least this many pixels
+MAX_UPSAMPLINGS = 4
+MAX_WIDTH = 256
+
+
+def upsampling_plan(height: int, width: int) -> tuple[int, int, int]:
+    """(number of ×2 up-convolutions, base height, base width) for an output of height×width."""
+    shorter = min(height, width)
+    steps = 1
+    while steps < MAX_UPSAMPLINGS and shorter / 2 ** (steps + 1) >= MIN_BASE_SIDE:
+        steps += 1
+    scale = 2**steps
+    return steps, math.ceil(height / scale), math.ceil(width / scale)
+
+
+class ConditionedGenerator(nn.Module):
+    """G(z, c, y): latent (n, d), conditioning vector (n, K), labels (n,) → images (n, C, H, W)."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        latent_dim: int = 100,
+        width: int = 16,
+        dropout: float = 0.5,
+        negative_slope: float = 0.2,
+    ) -> None:
+        super().__init__()
+        channels, height, out_width = input_shape
+        self.output_shape = (channels, height, out_width)
+        self.num_classes = num_classes
+        self.latent_dim = latent_dim
+        self.dropout = float(dropout)
+        self.negative_slope = float(negative_slope)
+        steps, self.base_h, self.base_w = upsampling_plan(height, out_width)
+        # Widths from the output end: `width` at full size, doubling towards the base.
+        widths = [min(MAX_WIDTH, width * 2 ** (steps - level)) for level in range(steps + 1)]
+        self.widths = widths
+        # The hot matrix joins after the first up-convolution (before it if there is only one).
+        self.inject_at = min(1, steps - 1)
+        self.fc = nn.Linear(latent_dim + num_classes, widths[0] * self.base_h * self.base_w)
+        self.fc_norm = nn.BatchNorm2d(widths[0])
+        ups, norms = [], []
+        for level in range(steps):
+            c_in = widths[level] + (num_classes if level == self.inject_at else 0)
+            ups.append(nn.ConvTranspose2d(c_in, widths[level + 1], 4, stride=2, padding=1))
+            norms.append(nn.BatchNorm2d(widths[level + 1]))
+        self.ups = nn.ModuleList(ups)
+        self.norms = nn.ModuleList(norms)
+        self.to_pixels = nn.Conv2d(widths[-1], channels, 3, padding=1)
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        condition: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        dropout: bool = False,
+        rng: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """`dropout` switches channel dropout on (training, or diverse sampling)."""
+        n = z.shape[0]
+        x = self.fc(torch.cat([z, condition], dim=1))  # (n, w0 * h0 * w0')
+        x = x.view(n, self.widths[0], self.base_h, self.base_w)  # (n, w0, h0, w0')
+        x = F.leaky_relu(self.fc_norm(x), self.negative_slope)
+        for level, (up, norm) in enumerate(zip(self.ups, self.norms, strict=True)):
+            if level == self.inject_at:
+                x = torch.cat([x, self._hot_matrix(labels, x)], dim=1)  # (n, w + K, h, w)
+            x = F.leaky_relu(norm(up(x)), self.negative_slope)  # (n, w', 2h, 2w)
+            if dropout and self.dropout > 0:
+                x = self._channel_dropout(x, rng)
+        x = self.to_pixels(x)  # (n, C, H', W'), H' >= H, W' >= W
+        _, height, width = self.output_shape
+        top = (x.shape[2] - height) // 2
+        left = (x.shape[3] - width) // 2
+        x = x[:, :, top : top + height, left : left + width]  # (n, C, H, W)
+        return torch.sigmoid(x)
+
+    def _hot_matrix(self, labels: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """K planes of like's size: ones on the label's plane, zeros elsewhere."""
+        planes = F.one_hot(labels, self.num_classes).to(like.dtype)  # (n, K)
+        return planes[:, :, None, None].expand(-1, -1, like.shape[2], like.shape[3])
+
+    def _channel_dropout(self, x: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
+        keep = 1.0 - self.dropout
+        mask = torch.rand(x.shape[0], x.shape[1], 1, 1, generator=rng, device=x.device) < keep
+        return x * mask.to(x.dtype) / keep  # (n, c, h, w)

@@ -1,0 +1,86 @@
+"""The loss terms of C3 and its predecessors, each a scalar to minimise.
+
+Notation (Suhail & Sethi, arXiv:2503.20187): p = softmax(C(G(z, c))), c the conditioning
+vector, f the classifier's features, F̂ the row-normalised feature matrix of a batch of N.
+The diversity terms can be restricted to pairs of the same label (`groups`): mixing classes in
+one batch lets them be satisfied by the class differences alone, without spreading any class.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+__all__ = [
+    "cosine_similarity_loss",
+    "cross_entropy_loss",
+    "kl_divergence_loss",
+    "orthogonality_loss",
+    "total_variation_loss",
+]
+
+
+def kl_divergence_loss(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(c ‖ p) = Σ_k c_k (log c_k − log p_k), batch mean; equals −log p_y for one-hot c."""
+    log_p = F.log_softmax(logits, dim=1)  # (n, K)
+    return (torch.xlogy(target, target) - target * log_p).sum(dim=1).mean()
+
+
+def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CE(y, p) = −log p_y, batch mean."""
+    return F.cross_entropy(logits, labels)
+
+
+def _pair_mask(
+    n: int, groups: torch.Tensor | None, include: torch.Tensor | None, device: torch.device
+) -> torch.Tensor:
+    """(n, n) bool: pairs that count, diagonal included.
+
+    `groups` (n,) keeps same-group pairs only; `include` (n,) bool keeps pairs of included
+    samples only.
+    """
+    mask = torch.ones(n, n, dtype=torch.bool, device=device)
+    if groups is not None:
+        mask = mask & (groups[:, None] == groups[None, :])
+    if include is not None:
+        mask = mask & include[:, None] & include[None, :]
+    return mask
+
+
+def cosine_similarity_loss(
+    features: torch.Tensor,
+    groups: torch.Tensor | None = None,
+    include: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean of cos(f_i, f_j) over pairs i ≠ j (of the same group), minimised for diversity."""
+    n = features.shape[0]
+    unit = F.normalize(features.flatten(1), dim=1)  # (n, d)
+    similarity = unit @ unit.T  # (n, n)
+    mask = _pair_mask(n, groups, include, features.device)
+    mask = mask & ~torch.eye(n, dtype=torch.bool, device=features.device)
+    pairs = mask.sum()
+    if pairs == 0:
+        return features.new_zeros(())
+    return (similarity * mask).sum() / pairs
+
+
+def orthogonality_loss(
+    features: torch.Tensor,
+    groups: torch.Tensor | None = None,
+    include: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """‖F̂ F̂ᵀ − I‖²_F / N² (per group: over the same-group blocks, divided by Σ_g N_g²)."""
+    n = features.shape[0]
+    unit = F.normalize(features.flatten(1), dim=1)  # (n, d)
+    gram = unit @ unit.T - torch.eye(n, device=features.device, dtype=unit.dtype)  # (n, n)
+    mask = _pair_mask(n, groups, include, features.device)
+    if not mask.any():
+        return features.new_zeros(())
+    return (gram.square() * mask).sum() / mask.sum()
+
+
+def total_variation_loss(images: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels (an image prior, off by default)."""
+    dh = (images[:, :, 1:, :] - images[:, :, :-1, :]).abs().mean()
+    dw = (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean()
+    return dh + dw

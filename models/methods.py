@@ -1,0 +1,459 @@
+"""Inversion methods behind one interface, registered by name.
+
+- `c3`: Confidently Classified Counterfeits (Suhail & Sethi, arXiv:2503.20187): a generator
+  conditioned on one-hot labels (vector + hot matrix), trained with
+  KL(one-hot ‖ p) + λ_cos · cosine + λ_orth · orthogonality.
+- `soft`: the predecessor (arXiv:2407.18002): the same generator conditioned on random soft
+  vectors whose argmax is the label, trained with KL(c ‖ p) + CE + λ_cos · cosine.
+- `pixel`: direct pixel optimisation from noise, per sample ("fooling images", Nguyen et al.,
+  CVPR 2015): Adam on sigmoid-parametrised pixels, ascending log p_y. No generator: every
+  sample costs `pixel_steps` forward/backward passes.
+
+The base class freezes the classifier; every method owns three seeded `torch.Generator`s
+(labels, training noise, sampling noise) that are part of its state, so a run resumed from a
+checkpoint continues exactly as an uninterrupted one (on the CPU, same thread count).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch.nn import functional as F
+
+from models.classifier import LoadedClassifier
+from models.config import InversionConfig, LossWeights
+from models.generator import ConditionedGenerator
+from models.losses import (
+    cosine_similarity_loss,
+    cross_entropy_loss,
+    kl_divergence_loss,
+    orthogonality_loss,
+    total_variation_loss,
+)
+
+__all__ = [
+    "METHODS",
+    "C3Method",
+    "InversionMethod",
+    "PixelMethod",
+    "SoftMethod",
+    "build_method",
+    "build_method_from_state",
+    "get_method",
+    "list_methods",
+    "register_method",
+]
+
+logger = logging.getLogger(__name__)
+
+CONFIDENT = 0.99  # p_y at or above this counts as "confident"
+STATE_VERSION = 1
+
+M = TypeVar("M", bound="type[InversionMethod]")
+METHODS: dict[str, type[InversionMethod]] = {}
+
+
+def register_method(cls: M) -> M:
+    """Class decorator: register an `InversionMethod` subclass under its `name`."""
+    name = cls.name
+    if name in METHODS:
+        raise ValueError(f"method {name!r} is registered twice")
+    METHODS[name] = cls
+    return cls
+
+
+def list_methods() -> list[str]:
+    return sorted(METHODS)
+
+
+def get_method(name: str) -> type[InversionMethod]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown method {name!r}: registered are {', '.join(list_methods())}"
+        ) from None
+
+
+def build_method(
+    classifier: LoadedClassifier,
+    config: InversionConfig,
+    device: torch.device | str | None = None,
+) -> InversionMethod:
+    """The method `config.method` for `classifier`, on `device` (default: the classifier's)."""
+    return get_method(config.method)(classifier, config, device)
+
+
+def build_method_from_state(
+    classifier: LoadedClassifier,
+    state: dict[str, Any],
+    device: torch.device | str | None = None,
+) -> InversionMethod:
+    """Rebuild a method from `state_dict()` output (its config travels inside)."""
+    method = build_method(classifier, InversionConfig.from_dict(state["config"]), device)
+    method.load_state_dict(state)
+    return method
+
+
+class InversionMethod(abc.ABC):
+    """Turns a frozen classifier into images it assigns to wanted labels.
+
+    `step(labels)` makes one optimisation step and returns every named loss term plus
+    "total"; `sample(labels)` returns [0, 1] images (n, C, H, W); `state_dict()` /
+    `load_state_dict()` carry weights, optimizer, RNGs, config and step.
+    """
+
+    name: ClassVar[str]
+    needs_training: ClassVar[bool] = True  # False: `sample` does all the work (pixel)
+    default_weights: ClassVar[Callable[[], LossWeights]] = LossWeights.c3
+
+    def __init__(
+        self,
+        classifier: LoadedClassifier,
+        config: InversionConfig,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if config.method != self.name:
+            config = replace(config, method=self.name)
+        self.device = torch.device(device) if device is not None else classifier.device
+        classifier.eval()
+        classifier.requires_grad_(False)
+        self.classifier = classifier.to(self.device)
+        self.config = config
+        self.weights = (
+            config.weights if config.weights is not None else type(self).default_weights()
+        )
+        self.num_classes = classifier.num_classes
+        self.input_shape = classifier.input_shape
+        self.step_count = 0
+        self.last_confident_share = float("nan")
+        self.label_rng = torch.Generator().manual_seed(config.seed)
+        self.train_rng = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        self.sample_rng = torch.Generator(device=self.device).manual_seed(config.seed + 2)
+
+    # -- labels -------------------------------------------------------------------------
+    def draw_labels(self, classes: Sequence[int] | None = None) -> torch.Tensor:
+        """A training batch of labels, balanced over `classes` (default: all), seeded.
+
+        Each class appears ⌊N/K⌋ or ⌈N/K⌉ times, so the per-class diversity terms always
+        have pairs to work on.
+        """
+        pool = torch.arange(self.num_classes) if classes is None else torch.as_tensor(classes)
+        pool = pool.long().flatten()
+        if pool.numel() == 0:
+            raise ValueError("classes must not be empty")
+        if int(pool.min()) < 0 or int(pool.max()) >= self.num_classes:
+            raise ValueError(f"classes must be in 0..{self.num_classes - 1}")
+        n = self.config.batch_size
+        repeats = -(-n // pool.numel())
+        order = torch.cat(
+            [pool[torch.randperm(pool.numel(), generator=self.label_rng)] for _ in range(repeats)]
+        )[:n]
+        return order[torch.randperm(n, generator=self.label_rng)].to(self.device)
+
+    # -- the interface --------------------------------------------------------------------
+    @abc.abstractmethod
+    def step(self, labels: torch.Tensor) -> dict[str, float]:
+        """One optimisation step on a batch of labels (n,); returns named losses and "total"."""
+
+    @abc.abstractmethod
+    def sample(
+        self, labels: torch.Tensor, *, dropout: bool = False, seed: int | None = None
+    ) -> torch.Tensor:
+        """Images (n, C, H, W) in [0, 1] meant to be classified as `labels` (n,).
+
+        `seed` draws from a fresh generator (reproducible); None continues the method's own
+        sampling RNG (part of the state). `dropout` keeps generator dropout on for variety.
+        """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "method": self.name,
+            "config": self.config.to_dict(),
+            "step": self.step_count,
+            "rng": {
+                "label": self.label_rng.get_state(),
+                "train": self.train_rng.get_state(),
+                "sample": self.sample_rng.get_state(),
+            },
+            "modules": self._modules_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported state version {state.get('version')!r}")
+        if state.get("method") != self.name:
+            raise ValueError(f"state is for method {state.get('method')!r}, not {self.name!r}")
+        if InversionConfig.from_dict(state["config"]) != self.config:
+            raise ValueError("state was saved with another config: rebuild the method from it")
+        self.step_count = int(state["step"])
+        self.label_rng.set_state(state["rng"]["label"])
+        self.train_rng.set_state(state["rng"]["train"])
+        self.sample_rng.set_state(state["rng"]["sample"])
+        self._load_modules_state(state["modules"])
+
+    @abc.abstractmethod
+    def _modules_state(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def _load_modules_state(self, state: dict[str, Any]) -> None: ...
+
+    # -- shared helpers -------------------------------------------------------------------
+    def diversity_scale(self) -> float:
+        """Factor on the diversity weights at the current step (`config.diversity_fade`).
+
+        1 until the first fraction of `config.steps`, then linearly down to 0 at the second:
+        the last steps then refine confidence alone. With constant weights the diversity
+        terms keep pulling a tail of samples below p = 0.99 (measured in bench/inversion.py).
+        """
+        start, end = self.config.diversity_fade
+        if start >= 1.0 or self.config.steps == 0:
+            return 1.0
+        progress = self.step_count / self.config.steps
+        if progress <= start:
+            return 1.0
+        if progress >= end:
+            return 0.0
+        return (end - progress) / (end - start)
+
+    def _sampling_rng(self, seed: int | None) -> torch.Generator:
+        if seed is None:
+            return self.sample_rng
+        return torch.Generator(device=self.device).manual_seed(int(seed))
+
+    def _check_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        labels = torch.as_tensor(labels).long().flatten().to(self.device)
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(f"labels must be in 0..{self.num_classes - 1}")
+        return labels
+
+    def _loss_terms(
+        self,
+        images: torch.Tensor,
+        target: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Weighted total and every named term for images (n, C, H, W) aimed at target (n, K)."""
+        logits, features = self.classifier.forward_with_features(images)
+        groups = labels if self.config.per_class_diversity else None
+        with torch.no_grad():
+            p_target = F.softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)  # (n,)
+            self.last_confident_share = (p_target >= CONFIDENT).float().mean().item()
+        terms = {
+            "kl": kl_divergence_loss(target, logits),
+            "ce": cross_entropy_loss(logits, labels),
+            "cosine": cosine_similarity_loss(features, groups),
+            "orthogonality": orthogonality_loss(features, groups),
+            "tv": total_variation_loss(images),
+        }
+        w = self.weights
+        fade = self.diversity_scale()
+        total = (
+            w.kl * terms["kl"]
+            + w.ce * terms["ce"]
+            + fade * w.cosine * terms["cosine"]
+            + fade * w.orthogonality * terms["orthogonality"]
+            + w.tv * terms["tv"]
+        )
+        named = {key: float(value.detach()) for key, value in terms.items()}
+        named["total"] = float(total.detach())
+        return total, named
+
+
+class GeneratorMethod(InversionMethod):
+    """A conditioned generator trained against the frozen classifier (c3, soft)."""
+
+    def __init__(
+        self,
+        classifier: LoadedClassifier,
+        config: InversionConfig,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__(classifier, config, device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.generator = ConditionedGenerator(
+                self.input_shape,
+                self.num_classes,
+                latent_dim=config.latent_dim,
+                width=config.width,
+                dropout=config.dropout,
+            ).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.generator.parameters(), lr=config.lr, betas=config.betas
+        )
+
+    @abc.abstractmethod
+    def condition(self, labels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """Conditioning vectors (n, K) for labels (n,), whose argmax is the label."""
+
+    def step(self, labels: torch.Tensor) -> dict[str, float]:
+        labels = self._check_labels(labels)
+        self.generator.train()
+        z = torch.randn(
+            len(labels), self.config.latent_dim, generator=self.train_rng, device=self.device
+        )
+        target = self.condition(labels, self.train_rng)  # (n, K)
+        images = self.generator(z, target, labels, dropout=True, rng=self.train_rng)  # (n, C, H, W)
+        total, named = self._loss_terms(images, target, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        self.step_count += 1
+        return named
+
+    def sample(
+        self, labels: torch.Tensor, *, dropout: bool = False, seed: int | None = None
+    ) -> torch.Tensor:
+        labels = self._check_labels(labels)
+        rng = self._sampling_rng(seed)
+        self.generator.eval()
+        chunks = []
+        with torch.inference_mode():
+            for chunk in labels.split(self.config.sample_batch_size):
+                z = torch.randn(
+                    len(chunk), self.config.latent_dim, generator=rng, device=self.device
+                )
+                condition = self.condition(chunk, rng)
+                chunks.append(self.generator(z, condition, chunk, dropout=dropout, rng=rng))
+        if not chunks:
+            return torch.empty(0, *self.input_shape, device=self.device)
+        return torch.cat(chunks).clone()  # (n, C, H, W), a normal tensor outside inference mode
+
+    def _modules_state(self) -> dict[str, Any]:
+        return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def _load_modules_state(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+@register_method
+class C3Method(GeneratorMethod):
+    """C3: one-hot conditioning c = onehot(y); KL(c ‖ p) = −log p_y + diversity terms."""
+
+    name = "c3"
+    default_weights = LossWeights.c3
+
+    def condition(self, labels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        return F.one_hot(labels, self.num_classes).float()  # (n, K)
+
+
+@register_method
+class SoftMethod(GeneratorMethod):
+    """Soft-vector conditioning: c = softmax(s · ε), ε ~ N(0, I), largest entry moved to y."""
+
+    name = "soft"
+    default_weights = LossWeights.soft
+
+    def condition(self, labels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        n = len(labels)
+        noise = torch.randn(n, self.num_classes, generator=rng, device=self.device)
+        probs = F.softmax(self.config.soft_logit_scale * noise, dim=1)  # (n, K)
+        top = probs.argmax(dim=1)
+        rows = torch.arange(n, device=self.device)
+        at_label = probs[rows, labels].clone()
+        probs[rows, labels] = probs[rows, top]  # swap the largest entry into the label ...
+        probs[rows, top] = at_label  # ... and the label's entry to where the largest was
+        return probs
+
+
+@register_method
+class PixelMethod(InversionMethod):
+    """Direct pixel optimisation from noise: x = sigmoid(θ), θ₀ ~ N(0, I), Adam on −log p_y.
+
+    `step(labels)` advances one working batch (restarted from noise when the labels change),
+    which shows the loss curve; `sample(labels)` optimises fresh noise for every sample,
+    `pixel_batch_size` at a time. Each sample's optimisation is independent of the others
+    in its batch (Adam normalises per pixel), so batching only amortises Python overhead.
+    """
+
+    name = "pixel"
+    needs_training = False
+    default_weights = LossWeights.pixel
+
+    def __init__(
+        self,
+        classifier: LoadedClassifier,
+        config: InversionConfig,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__(classifier, config, device)
+        self.pixels: torch.Tensor | None = None  # θ of the working batch (n, C, H, W)
+        self.pixel_labels: torch.Tensor | None = None
+        self.optimizer: torch.optim.Adam | None = None
+
+    def step(self, labels: torch.Tensor) -> dict[str, float]:
+        labels = self._check_labels(labels)
+        if (
+            self.pixels is None
+            or self.optimizer is None
+            or self.pixel_labels is None
+            or not torch.equal(labels, self.pixel_labels)
+        ):
+            self.pixels, self.optimizer = self._restart(labels)
+        named = self._pixel_step(self.pixels, self.optimizer, labels)
+        self.step_count += 1
+        return named
+
+    def sample(
+        self, labels: torch.Tensor, *, dropout: bool = False, seed: int | None = None
+    ) -> torch.Tensor:
+        labels = self._check_labels(labels)
+        rng = self._sampling_rng(seed)
+        chunks = []
+        for chunk in labels.split(self.config.pixel_batch_size):
+            theta = torch.randn(len(chunk), *self.input_shape, generator=rng, device=self.device)
+            theta.requires_grad_(True)
+            optimizer = torch.optim.Adam([theta], lr=self.config.pixel_lr)
+            with torch.enable_grad():
+                for _ in range(self.config.pixel_steps):
+                    self._pixel_step(theta, optimizer, chunk)
+            chunks.append(torch.sigmoid(theta.detach()))
+        if not chunks:
+            return torch.empty(0, *self.input_shape, device=self.device)
+        return torch.cat(chunks)
+
+    def _restart(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.optim.Adam]:
+        """A fresh working batch from noise for `labels`: (θ, its optimizer)."""
+        theta = torch.randn(
+            len(labels), *self.input_shape, generator=self.train_rng, device=self.device
+        ).requires_grad_(True)
+        self.pixel_labels = labels.clone()
+        return theta, torch.optim.Adam([theta], lr=self.config.pixel_lr)
+
+    def _pixel_step(
+        self, theta: torch.Tensor, optimizer: torch.optim.Optimizer, labels: torch.Tensor
+    ) -> dict[str, float]:
+        images = torch.sigmoid(theta)  # (n, C, H, W)
+        target = F.one_hot(labels, self.num_classes).float()
+        total, named = self._loss_terms(images, target, labels)
+        optimizer.zero_grad(set_to_none=True)
+        # The batch mean scales each sample's gradient by 1/n; Adam undoes that per pixel.
+        total.backward()
+        optimizer.step()
+        return named
+
+    def _modules_state(self) -> dict[str, Any]:
+        if self.pixels is None or self.optimizer is None or self.pixel_labels is None:
+            return {}
+        return {
+            "pixels": self.pixels.detach().clone(),
+            "labels": self.pixel_labels.clone(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def _load_modules_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            self.pixels = self.pixel_labels = self.optimizer = None
+            return
+        self.pixels = state["pixels"].to(self.device).clone().requires_grad_(True)
+        self.pixel_labels = state["labels"].to(self.device).clone()
+        self.optimizer = torch.optim.Adam([self.pixels], lr=self.config.pixel_lr)
+        self.optimizer.load_state_dict(state["optimizer"])

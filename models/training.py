@@ -1,0 +1,125 @@
+"""The training loop shared by every method: progress, cooperative stop, checkpoints.
+
+`train` runs `method.step` until the method has made `steps` steps in total, so calling it
+again on a method restored from a checkpoint finishes the same run. Labels come from the
+method's own seeded RNG (part of its state): on the CPU a resumed run ends with exactly the
+weights, and so the samples, of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from models.methods import InversionMethod
+
+__all__ = ["Progress", "TrainResult", "load_state", "save_state", "train"]
+
+logger = logging.getLogger(__name__)
+
+CONFIDENT_WINDOW = 20  # steps averaged into the running confident share
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int  # steps made so far (after this report's step)
+    total_steps: int
+    losses: dict[str, float]  # the last step's named losses and "total"
+    confident_share: float  # share of training samples at p_y ≥ 0.99, last 20 steps
+    elapsed_s: float = 0.0  # wall time of this call to `train`
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int  # the method's step count at the end
+    stopped_early: bool  # `should_stop()` said so before `steps` was reached
+    seconds: float  # wall time of this call
+    losses: dict[str, float] = field(default_factory=dict)  # the last step's losses
+    confident_share: float = float("nan")
+
+
+def train(
+    method: InversionMethod,
+    *,
+    steps: int,
+    classes: Sequence[int] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_every: int | None = None,
+    on_checkpoint: Callable[[bytes, int], None] | None = None,
+    progress_every_s: float = 1.0,
+) -> TrainResult:
+    """Step `method` until it has made `steps` steps in total.
+
+    `on_progress` is called at most every `progress_every_s` seconds and after the last
+    step; `should_stop()` is checked between steps; `on_checkpoint(state_bytes, step)` gets
+    `save_state(method.state_dict())` every `checkpoint_every` steps, after the last step
+    and when stopped early (so a stopped job can resume).
+    """
+    if steps < 0:
+        raise ValueError("steps must not be negative")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError("checkpoint_every must be at least 1")
+    start = time.perf_counter()
+    last_report = float("-inf")
+    shares: deque[float] = deque(maxlen=CONFIDENT_WINDOW)
+    losses: dict[str, float] = {}
+    stopped = False
+    checkpointed_at = -1
+
+    def running_share() -> float:
+        return sum(shares) / len(shares) if shares else float("nan")
+
+    def checkpoint() -> None:
+        nonlocal checkpointed_at
+        if on_checkpoint is not None and checkpointed_at != method.step_count:
+            on_checkpoint(save_state(method.state_dict()), method.step_count)
+            checkpointed_at = method.step_count
+
+    while method.step_count < steps:
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
+        losses = method.step(method.draw_labels(classes))
+        shares.append(method.last_confident_share)
+        now = time.perf_counter()
+        done = method.step_count >= steps
+        if on_progress is not None and (done or now - last_report >= progress_every_s):
+            last_report = now
+            on_progress(Progress(method.step_count, steps, losses, running_share(), now - start))
+        if checkpoint_every is not None and method.step_count % checkpoint_every == 0:
+            checkpoint()
+    if checkpoint_every is not None and (stopped or method.step_count >= steps):
+        checkpoint()
+    seconds = time.perf_counter() - start
+    logger.info(
+        "%s: step %d/%d in %.1fs%s",
+        method.name,
+        method.step_count,
+        steps,
+        seconds,
+        " (stopped)" if stopped else "",
+    )
+    return TrainResult(method.step_count, stopped, seconds, losses, running_share())
+
+
+def save_state(state: dict[str, Any]) -> bytes:
+    """A method's `state_dict()` as bytes (torch's zip format, tensors and plain values only)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def load_state(data: bytes, map_location: torch.device | str | None = "cpu") -> dict[str, Any]:
+    """Inverse of `save_state`; `weights_only=True`, so it never runs pickled code."""
+    state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError("not a method state")
+    return state
