@@ -1,0 +1,552 @@
+"""The audit report of a finished job, and the figures the dashboard shares with it.
+
+Reads what the worker wrote (metrics.json, report.json, samples.json, the event stream) and turns
+it into tables and plots. A succeeded job's files never change, so parsed files and derived
+figures are cached per process (bounded); nothing here computes a metric of its own: it shows the
+engine's figures, formatted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from threading import Lock
+from typing import Any, Literal, TypeVar
+
+from markupsafe import Markup
+from pydantic import BaseModel, Field
+
+from service import plots, samples
+from service.errors import Conflict
+from service.jobs import events_stream, to_public
+from service.records import CLASSIFIER, DATASET
+from service.schemas import InversionPublic
+from service.storage import ArtifactNotFound, ArtifactStore, JobStore, Stores, keys
+
+T = TypeVar("T")
+
+REPORT_GRID_PER_CLASS = 8
+"""Samples per class inlined in the HTML report (the rest are in the downloads)."""
+
+DETECTOR_LABELS = {
+    "max-softmax": "Max softmax (MSP)",
+    "energy": "Energy",
+    "mahalanobis": "Mahalanobis (features)",
+    "knn": "k-NN feature distance",
+}
+
+# --- a small cache of what never changes once a job has succeeded ---------------------------
+
+_CACHE_SIZE = 64
+_cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
+_lock = Lock()
+
+
+def cached(job: dict[str, Any], name: str, build: Callable[[], T]) -> T:
+    """`build()` once per succeeded job and `name`; unfinished jobs are never cached."""
+    if job["state"] != "succeeded":
+        return build()
+    key = (job["id"], name)
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    value = build()
+    with _lock:
+        _cache[key] = value
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return value
+
+
+def _json_artifact(artifacts: ArtifactStore, key: str) -> Any | None:
+    try:
+        return json.loads(artifacts.get(key))
+    except ArtifactNotFound:
+        return None
+
+
+def job_metrics(artifacts: ArtifactStore, job: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json: `overall` and per class (the engine's keys, shown as they are)."""
+    samples.require_succeeded(job)
+    key = keys.job_metrics_json(job["tenant"], job["id"])
+    return cached(job, "metrics", lambda: _json_artifact(artifacts, key) or {})
+
+
+def job_report_figures(artifacts: ArtifactStore, job: dict[str, Any]) -> dict[str, Any] | None:
+    """report.json (max-softmax scores, OOD-detector evasion), or None when the worker wrote
+    none (a job that finished before the report existed)."""
+    samples.require_succeeded(job)
+    key = keys.job_report_json(job["tenant"], job["id"])
+    return cached(job, "report", lambda: _json_artifact(artifacts, key))
+
+
+# --- metric tables ----------------------------------------------------------------------------
+# metrics.json is models.metrics.InversionMetrics.to_dict(): `overall` and `per_class` (by class
+# name) hold ClassMetrics figures, `cost` the training and sampling cost. Figures are shown
+# under the labels below (an unknown key is shown under its own name), None as "—".
+
+LABELS = {
+    "count": "Samples",
+    "mean_confidence": "Mean confidence p_y",
+    "confident_share": "Confident (p_y ≥ 0.99)",
+    "argmax_accuracy": "Classified as target",
+    "msp_auroc": "AUROC by max softmax",
+    "knn_feature_auroc": "AUROC by k-NN features",
+    "knn_pixel_auroc": "AUROC by k-NN pixels",
+    "nn_distance": "Nearest-real L2, counterfeits",
+    "reference_nn_distance": "Nearest-real L2, real",
+    "train_nn_distance": "Nearest-training L2, counterfeits",
+    "reference_train_nn_distance": "Nearest-training L2, real",
+    "pixel_diversity": "Within-class L2, counterfeits",
+    "reference_pixel_diversity": "Within-class L2, real",
+    "feature_cosine": "Within-class feature cosine, counterfeits",
+    "reference_feature_cosine": "Within-class feature cosine, real",
+    "mean_reference_confidence": "Mean max softmax, real",
+    "collapsed": "Collapsed to one pattern",
+    "cost.train_seconds": "Training time (s)",
+    "cost.steps": "Training steps",
+    "cost.sample_seconds": "Sampling time (s)",
+    "cost.samples_per_second": "Samples per second",
+    "cost.device": "Device",
+    "reference_size": "Reference images",
+}
+GROUPS = {
+    "Confidence": ("count", "mean_confidence", "confident_share", "argmax_accuracy",
+                   "mean_reference_confidence"),
+    "Distinct from the data": ("msp_auroc", "knn_feature_auroc", "knn_pixel_auroc",
+                               "nn_distance", "reference_nn_distance", "train_nn_distance",
+                               "reference_train_nn_distance", "reference_size"),
+    "Diversity": ("pixel_diversity", "reference_pixel_diversity", "feature_cosine",
+                  "reference_feature_cosine", "collapsed"),
+    "Cost": ("cost.train_seconds", "cost.steps", "cost.sample_seconds",
+             "cost.samples_per_second", "cost.device"),
+}  # fmt: skip
+"""How the overall figures are laid out (method.md, "What a result must show")."""
+SHARE_KEYS = ("confident_share", "argmax_accuracy")
+"""Figures shown as percentages (and compared in percentage points)."""
+CONFIDENT_SHARE = "confident_share"
+"""The overall figure the jobs list shows: share of counterfeits at p_y ≥ 0.99."""
+
+
+def label_of(key: str) -> str:
+    return LABELS.get(key) or key.replace("_", " ").replace(".", ": ")
+
+
+def is_share(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in SHARE_KEYS
+
+
+def flatten(figures: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested figures as dotted keys, scalars only (lists are left to the JSON)."""
+    out: dict[str, Any] = {}
+    for key, value in figures.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= flatten(value, name + ".")
+        elif value is None or isinstance(value, bool | int | float | str):
+            out[name] = value
+    return out
+
+
+def fmt(key: str, value: Any) -> str:
+    """A figure as text: shares as percentages, floats to four significant digits."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if is_share(key):
+            return f"{value:.1%}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def fmt_delta(key: str, delta: float) -> str:
+    if not math.isfinite(delta):
+        return ""
+    if is_share(key):
+        return f"{delta * 100:+.1f} pp"
+    return f"{delta:+.4g}"
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: list[str]  # metric keys
+    rows: list[tuple[str, list[Any]]]  # (row label, raw values per column)
+
+    @property
+    def headers(self) -> list[str]:
+        return [label_of(c) for c in self.columns]
+
+    def formatted(self) -> list[tuple[str, list[str]]]:
+        return [
+            (label, [fmt(c, v) for c, v in zip(self.columns, values, strict=True)])
+            for label, values in self.rows
+        ]
+
+
+def overall_figures(metrics: dict[str, Any], *, keep_empty: bool = False) -> dict[str, Any]:
+    """The overall figures, the cost and the reference size, flat; figures that could not be
+    computed (None, e.g. distinctness without a reference set) are left out unless asked."""
+    figures = flatten(metrics.get("overall") or {})
+    figures |= flatten(metrics.get("cost") or {}, "cost.")
+    if metrics.get("reference_size"):
+        figures["reference_size"] = metrics["reference_size"]
+    return {k: v for k, v in figures.items() if keep_empty or v is not None}
+
+
+def grouped_figures(figures: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Figures in the groups of GROUPS (known order), then any other figure under "Other"."""
+    out = []
+    for group, members in GROUPS.items():
+        rows = [(label_of(k), fmt(k, figures[k])) for k in members if k in figures]
+        if rows:
+            out.append((group, rows))
+    known = {k for members in GROUPS.values() for k in members}
+    other = [(label_of(k), fmt(k, v)) for k, v in figures.items() if k not in known]
+    if other:
+        out.append(("Other", other))
+    return out
+
+
+def _setting(value: Any) -> str:
+    if value is None:
+        return "default"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k} = {v}" for k, v in value.items())
+    return str(value)
+
+
+def settings_rows(settings: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(k.replace("_", " "), _setting(v)) for k, v in settings.items()]
+
+
+def per_class_table(metrics: dict[str, Any], class_names: list[str]) -> Table:
+    """One row per class (in class order), one column per figure that some class has."""
+    per_class = metrics.get("per_class") or {}
+    index_of = {name: i for i, name in enumerate(class_names)}
+    entries = sorted(
+        ((index_of.get(name), name, flatten(figures)) for name, figures in per_class.items()
+         if isinstance(figures, dict)),
+        key=lambda e: (e[0] is None, e[0] or 0, e[1]),
+    )  # fmt: skip
+    columns: list[str] = []
+    for _, _, flat in entries:
+        columns += [c for c, v in flat.items() if c not in columns and v is not None]
+    rows = [
+        (name if index is None else f"{index} · {name}", [flat.get(c) for c in columns])
+        for index, name, flat in entries
+    ]
+    return Table(columns=columns, rows=rows)
+
+
+# --- max-softmax histogram -------------------------------------------------------------------
+
+
+def msp_scores(
+    artifacts: ArtifactStore, job: dict[str, Any]
+) -> tuple[list[float], list[float] | None]:
+    """The classifier's max softmax on the counterfeits and on the reference set. Without
+    report.json, the counterfeits' scores come from samples.json (top-1 probability)."""
+    figures = job_report_figures(artifacts, job)
+    msp = (figures or {}).get("msp") or {}
+    counterfeits = msp.get("counterfeits")
+    if counterfeits is None:
+        counterfeits = [
+            float(rec["top_k"][0][1]) if rec.get("top_k") else float(rec["confidence"])
+            for rec in samples.sample_index(artifacts, job)
+        ]
+    return counterfeits, msp.get("reference")
+
+
+def job_histogram(artifacts: ArtifactStore, job: dict[str, Any]) -> plots.Histogram:
+    def build() -> plots.Histogram:
+        counterfeits, reference = msp_scores(artifacts, job)
+        series: list[tuple[str, list[float]]] = [("counterfeits", counterfeits)]
+        if reference is not None:
+            series.append(("real reference", reference))
+        return plots.confidence_histogram(series)
+
+    return cached(job, "histogram", build)
+
+
+# --- training curves from the event stream ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Named losses and the running confident share over training steps. A resumed job
+    repeats steps after its checkpoint: the latest attempt's value of a step wins."""
+
+    losses: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    confident_share: list[tuple[float, float]] = field(default_factory=list)
+
+    def panels(self) -> list[Markup]:
+        names = sorted(self.losses, key=lambda n: (n != "total", n))
+        out = [
+            plots.line_panel_svg(f"loss: {name}", self.losses[name], colour=plots.PALETTE[i])
+            for i, name in enumerate(names)
+        ]
+        if self.confident_share:
+            out.append(
+                plots.line_panel_svg(
+                    "confident share (p ≥ 0.99)",
+                    self.confident_share,
+                    y_range=(0.0, 1.0),
+                    colour=plots.PALETTE[2],
+                )
+            )
+        return out
+
+
+def read_all_events(store: JobStore, job_id: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = store.read_events(events_stream(job_id), after)
+        if not page:
+            return events
+        events += [event for _, event in page]
+        after = page[-1][0]
+
+
+def training_curves(store: JobStore, job: dict[str, Any]) -> Curves:
+    def build() -> Curves:
+        by_step: dict[int, dict[str, Any]] = {}
+        for event in read_all_events(store, job["id"]):
+            if event.get("type") == "progress" and event.get("phase") == "training":
+                by_step[int(event["step"])] = event
+        losses: dict[str, list[tuple[float, float]]] = {}
+        share: list[tuple[float, float]] = []
+        for step in sorted(by_step):
+            event = by_step[step]
+            for name, value in (event.get("losses") or {}).items():
+                if isinstance(value, int | float):
+                    losses.setdefault(name, []).append((step, float(value)))
+            confident = event.get("confident_share")
+            if isinstance(confident, int | float):
+                share.append((step, float(confident)))
+        return Curves(losses=losses, confident_share=share)
+
+    return cached(job, "curves", build)
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+class DetectorPublic(BaseModel):
+    name: str = Field(description="`max-softmax`, `energy`, `mahalanobis` or `knn`")
+    auroc: float = Field(description="AUROC of telling counterfeits from real reference data.")
+    accepted_share: float = Field(
+        description="Share of counterfeits the detector accepts as in-distribution at the "
+        "threshold that keeps `tpr` of the real reference data."
+    )
+    threshold: float
+
+
+class EvasionPublic(BaseModel):
+    tpr: float = Field(description="Share of real reference data kept by each threshold.")
+    reference_fit: int = Field(description="Reference images the detectors were fit on.")
+    reference_eval: int = Field(description="Held-out reference images setting the thresholds.")
+    counterfeits: int
+    detectors: list[DetectorPublic]
+
+
+class HistogramPublic(BaseModel):
+    scale: Literal["nines"] = Field(
+        "nines", description="Bins are equal in −log10(1 − p); `edges` are probabilities."
+    )
+    edges: list[float]
+    counterfeits: list[int]
+    reference: list[int] | None
+
+
+class ClassifierSummary(BaseModel):
+    id: str
+    name: str
+    format: str
+    architecture: str | None
+    input_shape: tuple[int, int, int]
+    class_names: list[str]
+    num_classes: int
+    sha256: str
+    param_count: int | None = None
+    description: str = ""
+
+
+class DatasetSummary(BaseModel):
+    id: str
+    name: str
+    count: int | None = None
+
+
+class ReportPublic(BaseModel):
+    job: InversionPublic
+    classifier: ClassifierSummary | None = Field(description="None once the model is deleted.")
+    dataset: DatasetSummary | None
+    settings: dict[str, Any] = Field(description="Method and every job parameter.")
+    metrics: dict[str, Any] = Field(description="metrics.json: overall and per class.")
+    confidence_histogram: HistogramPublic
+    ood: EvasionPublic | None = Field(
+        description="OOD-detector evasion; None when the job had no reference dataset."
+    )
+    links: dict[str, str]
+
+
+def _classifier(store: JobStore, job: dict[str, Any]) -> ClassifierSummary | None:
+    doc = store.get(CLASSIFIER, job["classifier_id"])
+    if doc is None or doc["tenant"] != job["tenant"]:
+        return None
+    return ClassifierSummary(
+        **{k: v for k, v in doc.items() if k in ClassifierSummary.model_fields},
+        num_classes=len(doc["class_names"]),
+    )
+
+
+def _dataset(store: JobStore, job: dict[str, Any]) -> DatasetSummary | None:
+    if not job.get("dataset_id"):
+        return None
+    doc = store.get(DATASET, job["dataset_id"])
+    if doc is None or doc["tenant"] != job["tenant"]:
+        return DatasetSummary(id=job["dataset_id"], name="(deleted)")
+    return DatasetSummary(id=doc["id"], name=doc["name"], count=doc.get("count"))
+
+
+def require_report(job: dict[str, Any]) -> None:
+    if job["state"] != "succeeded":
+        running = job["state"] in ("queued", "running")
+        raise Conflict(
+            f"job {job['id']} is {job['state']}: its report exists once it has succeeded",
+            headers={"Retry-After": "5"} if running else None,
+        )
+
+
+def build_report(stores: Stores, job: dict[str, Any]) -> ReportPublic:
+    require_report(job)
+    metrics = job_metrics(stores.artifacts, job)
+    figures = job_report_figures(stores.artifacts, job) or {}
+    hist = job_histogram(stores.artifacts, job)
+    id = job["id"]
+    return ReportPublic(
+        job=to_public(job),
+        classifier=_classifier(stores.jobs, job),
+        dataset=_dataset(stores.jobs, job),
+        settings={"method": job["method"], "kind": job["kind"], **job["params"]},
+        metrics=metrics,
+        confidence_histogram=HistogramPublic(
+            edges=hist.edges,
+            counterfeits=hist.counts[0],
+            reference=hist.counts[1] if len(hist.counts) > 1 else None,
+        ),
+        ood=EvasionPublic.model_validate(figures["ood"]) if figures.get("ood") else None,
+        links={
+            "self": f"/inversions/{id}/report",
+            "html": f"/inversions/{id}/report?format=html",
+            "job": f"/inversions/{id}",
+            "dashboard": f"/dashboard/jobs/{id}",
+        },
+    )
+
+
+# --- the self-contained HTML report ---------------------------------------------------------
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Thumb:
+    index: int
+    src: str
+    confidence: float
+    predicted: int
+
+
+def first_samples_by_class(
+    artifacts: ArtifactStore, job: dict[str, Any], per_class: int
+) -> dict[int, list[dict[str, Any]]]:
+    """The first `per_class` sample records of every class, in index order."""
+    out: dict[int, list[dict[str, Any]]] = {c: [] for c in job["params"]["classes"]}
+    for rec in samples.sample_index(artifacts, job):
+        row = out.setdefault(rec["target"], [])
+        if len(row) < per_class:
+            row.append(rec)
+    return out
+
+
+def inlined_grid(artifacts: ArtifactStore, job: dict[str, Any]) -> dict[int, list[Thumb]]:
+    def build() -> dict[int, list[Thumb]]:
+        rows = first_samples_by_class(artifacts, job, REPORT_GRID_PER_CLASS)
+        return {
+            cls: [
+                Thumb(
+                    index=rec["index"],
+                    src=data_uri(samples.sample_png(artifacts, job, rec["index"])),
+                    confidence=float(rec["confidence"]),
+                    predicted=int(rec["predicted"]),
+                )
+                for rec in recs
+            ]
+            for cls, recs in rows.items()
+        }
+
+    return cached(job, "inlined-grid", build)
+
+
+def evasion_rows(ood: EvasionPublic | None) -> list[dict[str, Any]]:
+    if ood is None:
+        return []
+    return [
+        {
+            "name": d.name,
+            "label": DETECTOR_LABELS.get(d.name, d.name),
+            "accepted": f"{d.accepted_share:.1%}",
+            "auroc": f"{d.auroc:.3f}",
+            "threshold": f"{d.threshold:.4g}",
+        }
+        for d in ood.detectors
+    ]
+
+
+def evasion_bars(ood: EvasionPublic | None) -> Markup | None:
+    if ood is None or not ood.detectors:
+        return None
+    return plots.bars_svg(
+        [(DETECTOR_LABELS.get(d.name, d.name), d.accepted_share) for d in ood.detectors],
+        title=f"Counterfeits accepted as in-distribution (TPR {ood.tpr:.0%} on real data)",
+        width=480,
+    )
+
+
+def report_context(stores: Stores, job: dict[str, Any]) -> dict[str, Any]:
+    """What templates/report.html needs, every image already a data URI."""
+    report = build_report(stores, job)
+    metrics = report.metrics
+    overall = overall_figures(metrics)
+    return {
+        "report": report,
+        "job": job,
+        "overall": grouped_figures(overall),
+        "per_class": per_class_table(metrics, job["class_names"]),
+        "histogram": plots.histogram_svg(job_histogram(stores.artifacts, job)),
+        "curves": training_curves(stores.jobs, job).panels(),
+        "grid": inlined_grid(stores.artifacts, job),
+        "evasion": evasion_rows(report.ood),
+        "evasion_bars": evasion_bars(report.ood),
+        "class_names": job["class_names"],
+        "settings": settings_rows(report.settings),
+    }
