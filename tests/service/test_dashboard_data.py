@@ -86,13 +86,16 @@ def seed_job(
     reference: bool = True,
     state: str = "succeeded",
     seed: int = 0,
+    progress_every: int = 10,
+    reference_size: int = 200,
 ) -> dict[str, Any]:
-    """A job as the worker leaves it: record, events and (when succeeded) every artifact."""
+    """A job as the worker leaves it: record, events (a progress event every `progress_every`
+    steps) and, when succeeded, every artifact."""
     rng = np.random.default_rng(seed)
     tenant, (c, h, w) = classifier["tenant"], classifier["input_shape"]
     names = classifier["class_names"]
     classes = list(range(len(names))) if classes is None else classes
-    dataset = seed_dataset(stores, tenant, h) if reference else None
+    dataset = seed_dataset(stores, tenant, h, reference_size) if reference else None
     job = new_record(
         tenant, new_id("job"), state, kind="inversion", parent_id=None,
         classifier_id=classifier["id"], dataset_id=dataset["id"] if dataset else None,
@@ -107,7 +110,7 @@ def seed_job(
     stores.jobs.append_event(stream, {"type": "state", "state": "queued"})
     stores.jobs.append_event(stream, {"type": "state", "state": "running"})
     last_step = steps if state == "succeeded" else steps // 2
-    for step in range(10, last_step + 1, 10):
+    for step in range(progress_every, last_step + 1, progress_every):
         kl = 2.3 * math.exp(-step / 40) + 1e-3
         losses = {"kl": kl, "cosine": 0.3, "orthogonality": 0.05, "total": kl + 0.035}
         event = {"type": "progress", "phase": "training", "step": step, "total_steps": steps,
@@ -148,7 +151,7 @@ def seed_job(
         "cost": {"train_seconds": 19.2, "steps": steps, "sample_seconds": 0.2,
                  "samples_per_second": n / 0.2, "device": "cpu"},
         "collapsed_classes": [],
-        "reference_size": 200 if reference else 0,
+        "reference_size": reference_size if reference else 0,
         "knn_k": 5,
         "confident_threshold": 0.99,
     }  # fmt: skip
@@ -156,12 +159,13 @@ def seed_job(
     figures: dict[str, Any] = {
         "msp": {
             "counterfeits": msp,
-            "reference": list(np.clip(1 - rng.exponential(0.01, 200), 0.1, 1.0))
+            "reference": list(np.clip(1 - rng.exponential(0.01, reference_size), 0.1, 1.0))
             if reference
             else None,
         },
         "ood": {
-            "tpr": 0.95, "reference_fit": 100, "reference_eval": 100, "counterfeits": n,
+            "tpr": 0.95, "reference_fit": reference_size // 2,
+            "reference_eval": reference_size - reference_size // 2, "counterfeits": n,
             "detectors": [
                 {"name": "max-softmax", "auroc": 0.31, "accepted_share": 0.97, "threshold": 0.91},
                 {"name": "energy", "auroc": 0.42, "accepted_share": 0.88, "threshold": 7.5},
