@@ -109,9 +109,7 @@ class LoadedClassifier(nn.Module):
         for name, module in self.model.named_modules():
             if isinstance(module, nn.Linear):
                 probes.append(
-                    module.register_forward_pre_hook(
-                        lambda _m, _a, name=name: order.append(name)
-                    )
+                    module.register_forward_pre_hook(lambda _m, _a, name=name: order.append(name))
                 )
         if not probes:
             return

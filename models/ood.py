@@ -21,10 +21,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from models.metrics import auroc
+from models.scoring import ClassifierOutputs
+
 __all__ = [
     "DetectorResult",
     "audit_report",
-    "auroc",
     "detector_scores",
     "evasion_table",
     "keep_threshold",
@@ -40,16 +42,6 @@ class DetectorResult:
 
     def to_dict(self) -> dict[str, float | str]:
         return asdict(self)
-
-
-def auroc(positive: torch.Tensor, negative: torch.Tensor) -> float:
-    """P(score of a positive > score of a negative), ties counting one half (Mann-Whitney U)."""
-    pos, neg = positive.double().flatten(), negative.double().flatten()
-    if pos.numel() == 0 or neg.numel() == 0:
-        return math.nan
-    greater = (pos[:, None] > neg[None, :]).double().mean()
-    ties = (pos[:, None] == neg[None, :]).double().mean()
-    return float(greater + 0.5 * ties)
 
 
 def keep_threshold(real_scores: torch.Tensor, tpr: float = 0.95) -> float:
@@ -138,7 +130,7 @@ def evasion_table(
         results.append(
             DetectorResult(
                 name=name,
-                auroc=auroc(real_scores, fake[name]),
+                auroc=auroc(real_scores.numpy(), fake[name].numpy()) or math.nan,
                 accepted_share=float((fake[name] >= threshold).double().mean()),
                 threshold=threshold,
             )
@@ -146,49 +138,34 @@ def evasion_table(
     return results, len(fit), len(held_out)
 
 
-@torch.no_grad()
-def _logits_and_features(
-    classifier: torch.nn.Module, images: torch.Tensor, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    device = next(iter(classifier.buffers())).device
-    logits, features = [], []
-    for batch in images.split(batch_size):
-        z, f = classifier.forward_with_features(batch.to(device))  # type: ignore[operator]
-        logits.append(z.cpu())
-        features.append(f.flatten(1).cpu())
-    return torch.cat(logits), torch.cat(features)
-
-
 def audit_report(
-    classifier: torch.nn.Module,
-    counterfeits: torch.Tensor,
-    reference_x: torch.Tensor | None = None,
+    counterfeits: ClassifierOutputs,
+    reference: ClassifierOutputs | None = None,
     reference_y: torch.Tensor | None = None,
     *,
     tpr: float = 0.95,
-    batch_size: int = 500,
 ) -> dict[str, object]:
     """What the audit report shows beyond the metrics: the max-softmax of every counterfeit (and
-    real reference input, for the histogram) and, given a reference set, the evasion table."""
-    cf_logits, cf_features = _logits_and_features(classifier, counterfeits, batch_size)
+    real reference input, for the histogram) and, given a reference set, the evasion table.
+    Takes the classifier outputs that `compute_metrics` already computed."""
     msp: dict[str, list[float] | None] = {
-        "counterfeits": [round(float(p), 5) for p in cf_logits.softmax(1).max(1).values],
+        "counterfeits": [round(float(p), 5) for p in counterfeits.probabilities.max(1).values],
         "reference": None,
     }
-    if reference_x is None or len(reference_x) < 4:
+    if reference is None or len(reference.logits) < 4:
         return {"msp": msp, "ood": None}
-    ref_logits, ref_features = _logits_and_features(classifier, reference_x, batch_size)
-    msp["reference"] = [round(float(p), 5) for p in ref_logits.softmax(1).max(1).values]
+    msp["reference"] = [round(float(p), 5) for p in reference.probabilities.max(1).values]
     results, n_fit, n_eval = evasion_table(
-        ref_logits, ref_features, cf_logits, cf_features, reference_y, tpr=tpr
-    )
+        reference.logits, reference.features, counterfeits.logits, counterfeits.features,
+        reference_y, tpr=tpr,
+    )  # fmt: skip
     return {
         "msp": msp,
         "ood": {
             "tpr": tpr,
             "reference_fit": n_fit,
             "reference_eval": n_eval,
-            "counterfeits": len(counterfeits),
+            "counterfeits": len(counterfeits.logits),
             "detectors": [r.to_dict() for r in results],
         },
     }

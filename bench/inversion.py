@@ -1,0 +1,196 @@
+"""Benchmark of the inversion engine: c3 against its baselines on one digits classifier.
+
+    .venv/bin/python bench/inversion.py                # the README's figures (~3 minutes)
+    .venv/bin/python bench/inversion.py --per-class 20 --no-rgb   # a quicker look
+
+Trains the paper's CNN on scikit-learn's digits (upsampled to 28x28; held-out 30% is the
+reference set), runs `c3` (sampled with dropout off and on), an ablation of c3 with the
+paper's constant diversity weights, `soft` and `pixel` on that same classifier, prints one
+table and checks the quality bar of issue 3. Then the same on 3x32x32 (digits tiled into RGB)
+to show shape generality. Times are wall clock with `torch.set_num_threads(--threads)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from models.classifier import LoadedClassifier  # noqa: E402
+from models.comparison import MethodRun, format_table, run_method  # noqa: E402
+from models.config import InversionConfig  # noqa: E402
+from models.digits import load_digits_data, train_classifier  # noqa: E402
+from models.images import encode_png, grid_array, hstack_arrays  # noqa: E402
+
+
+def gates(runs: dict[str, MethodRun]) -> list[tuple[str, bool, str]]:
+    """The quality bar of issue 3, on the 28x28 runs."""
+    c3 = runs["c3"].metrics
+    overall = c3.overall
+    pixel_speed = runs["pixel"].samples_per_second
+    c3_speed = runs["c3"].samples_per_second
+    ratios = {
+        name: m.pixel_diversity / m.reference_pixel_diversity
+        for name, m in c3.per_class.items()
+        if m.pixel_diversity is not None and m.reference_pixel_diversity
+    }
+    nn_ratio = (overall.train_nn_distance or 0.0) / (overall.reference_train_nn_distance or 1.0)
+    return [
+        (
+            "confident share (p >= 0.99) >= 99%",
+            (overall.confident_share or 0) >= 0.99,
+            f"{100 * (overall.confident_share or 0):.1f}%",
+        ),
+        (
+            "argmax = target >= 99.5%",
+            (overall.argmax_accuracy or 0) >= 0.995,
+            f"{100 * (overall.argmax_accuracy or 0):.1f}%",
+        ),
+        ("MSP-AUROC <= 0.3", (overall.msp_auroc or 1) <= 0.3, f"{overall.msp_auroc:.3f}"),
+        (
+            "kNN-pixel AUROC >= 0.99",
+            (overall.knn_pixel_auroc or 0) >= 0.99,
+            f"{overall.knn_pixel_auroc:.3f}",
+        ),
+        (
+            "nearest-training-image distance >= 2x real",
+            nn_ratio >= 2.0,
+            f"{overall.train_nn_distance:.2f} vs {overall.reference_train_nn_distance:.2f} "
+            f"({nn_ratio:.2f}x)",
+        ),
+        (
+            "within-class pixel diversity >= real",
+            (overall.pixel_diversity or 0) >= (overall.reference_pixel_diversity or 0),
+            f"{overall.pixel_diversity:.2f} vs {overall.reference_pixel_diversity:.2f}",
+        ),
+        (
+            "no class collapsed",
+            not c3.collapsed_classes,
+            f"lowest class diversity {min(ratios.values()):.2f}x its real images'",
+        ),
+        (
+            "generator training <= 30 s",
+            runs["c3"].train_seconds <= 30.0,
+            f"{runs['c3'].train_seconds:.1f} s",
+        ),
+        ("sampling >= 3,000 samples/s", c3_speed >= 3000, f"{c3_speed:,.0f}/s"),
+        (
+            "sampling >= 100x pixel's",
+            c3_speed >= 100 * pixel_speed,
+            f"{c3_speed / pixel_speed:,.0f}x ({pixel_speed:.1f}/s)",
+        ),
+    ]
+
+
+def run_shape(shape: tuple[int, int, int], args: argparse.Namespace) -> dict[str, MethodRun]:
+    data = load_digits_data(shape)
+    trained = train_classifier("paper-cnn", data, epochs=args.classifier_epochs, seed=args.seed)
+    print(
+        f"\n## paper-cnn on digits {'x'.join(map(str, shape))}: {len(data.train_y)} training, "
+        f"{len(data.test_y)} held-out images; held-out accuracy {100 * trained.accuracy:.1f}% "
+        f"(trained in {trained.seconds:.1f} s)\n",
+        flush=True,
+    )
+    classifier = LoadedClassifier(trained.model, shape, data.class_names)
+    reference = dict(reference_x=data.test_x, reference_y=data.test_y, train_x=data.train_x)
+    runs: dict[str, MethodRun] = {}
+    plans: list[tuple[str, InversionConfig, tuple[bool, ...]]] = [
+        ("c3", InversionConfig(method="c3", seed=args.seed), (False, True)),
+        ("soft", InversionConfig(method="soft", seed=args.seed), (False,)),
+        ("pixel", InversionConfig(method="pixel", seed=args.seed), (False,)),
+    ]
+    if args.ablation:
+        plans.insert(
+            1,
+            (
+                "c3 constant weights",
+                InversionConfig(method="c3", seed=args.seed, diversity_fade=(1.0, 1.0)),
+                (False,),
+            ),
+        )
+    for name, config, variants in plans:
+        for run in run_method(
+            classifier, config, args.per_class, dropout_variants=variants, **reference
+        ):
+            if name == "c3 constant weights":
+                run.label = name
+            runs[run.label] = run
+            print(f"  done: {run.label}", file=sys.stderr, flush=True)
+    print(format_table(list(runs.values())))
+    real_div = runs["c3"].metrics.overall
+    print(
+        f"\nreal held-out images: MSP {real_div.mean_reference_confidence:.3f} mean, "
+        f"nearest-training distance {real_div.reference_train_nn_distance:.2f}, "
+        f"within-class diversity {real_div.reference_pixel_diversity:.2f}, "
+        f"feature cosine {real_div.reference_feature_cosine:.3f} "
+        f"(c3: {runs['c3'].metrics.overall.feature_cosine:.3f})"
+    )
+    if args.img_dir:
+        save_images(runs, data.test_x, data.test_y, shape, Path(args.img_dir))
+    return runs
+
+
+def save_images(
+    runs: dict[str, MethodRun],
+    real_x: torch.Tensor,
+    real_y: torch.Tensor,
+    shape: tuple[int, int, int],
+    folder: Path,
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = "x".join(map(str, shape))
+    real = grid_array(real_x, real_y, per_row=10, scale=2)
+    for label in ("c3", "soft", "pixel"):
+        fake = grid_array(runs[label].images, runs[label].targets, per_row=10, scale=2)
+        (folder / f"{label}_vs_real_{tag}.png").write_bytes(encode_png(hstack_arrays([fake, real])))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--per-class", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--classifier-epochs", type=int, default=25)
+    parser.add_argument("--no-rgb", dest="rgb", action="store_false", help="skip 3x32x32")
+    parser.add_argument("--no-ablation", dest="ablation", action="store_false")
+    parser.add_argument("--img-dir", default=None, help="write grids (c3/soft/pixel beside real)")
+    parser.add_argument("--json", default=None, help="write all metrics to this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    print(
+        f"# bench/inversion.py: torch {torch.__version__}, {args.threads} threads, "
+        f"{platform.processor() or platform.machine()}, {args.per_class} samples per class"
+    )
+    results = {"1x28x28": run_shape((1, 28, 28), args)}
+    print("\n### quality bar (issue 3), 1x28x28, c3 sampled in eval mode")
+    failed = 0
+    for name, ok, shown in gates(results["1x28x28"]):
+        failed += not ok
+        print(f"  [{'PASS' if ok else 'FAIL'}] {name}: {shown}")
+    if args.rgb:
+        results["3x32x32"] = run_shape((3, 32, 32), args)
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    if args.json:
+        payload = {
+            shape: {label: run.metrics.to_dict() for label, run in runs.items()}
+            for shape, runs in results.items()
+        }
+        Path(args.json).write_text(json.dumps(payload, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
