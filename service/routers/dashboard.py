@@ -40,8 +40,10 @@ from service.jobs import cancel
 from service.records import CLASSIFIER, DATASET, FINISHED_JOB_STATES, JOB
 from service.registry import get_owned, register_upload
 from service.routers import classifiers as classifier_routes
+from service.routers import datasets as dataset_routes
 from service.routers import inversions as inversion_routes
-from service.schemas import ClassifierCreate, InversionCreate
+from service.schemas import ClassifierCreate, DatasetCreate, InversionCreate
+from service.settings import ServiceSettings
 from service.storage import keys
 
 log = logging.getLogger(__name__)
@@ -318,66 +320,89 @@ def home(tenant: PageTenant) -> Response:
 # --- classifiers --------------------------------------------------------------------------------
 
 
-class ClassifierForm(ClassifierCreate):
-    """The upload form: a field left blank takes its default."""
+def _drop_blanks(data: Any) -> Any:
+    """A form field left blank takes its default."""
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+    return data
 
+
+class ClassifierForm(ClassifierCreate):
     @model_validator(mode="before")
     @classmethod
-    def _drop_blanks(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
-        return data
+    def _blanks(cls, data: Any) -> Any:
+        return _drop_blanks(data)
 
 
-def _classifier_page(
+class DatasetForm(DatasetCreate):
+    @model_validator(mode="before")
+    @classmethod
+    def _blanks(cls, data: Any) -> Any:
+        return _drop_blanks(data)
+
+
+def _registry_page(
     request: Request, stores: Any, tenant: str, status: int = 200, error: str | None = None
 ) -> HTMLResponse:
     docs = stores.jobs.list(CLASSIFIER, tenant=tenant).items
+    datasets = stores.jobs.list(DATASET, tenant=tenant).items
     job_counts: dict[str, int] = {}
     for job in stores.jobs.list(JOB, tenant=tenant).items:
         job_counts[job["classifier_id"]] = job_counts.get(job["classifier_id"], 0) + 1
-    uploaded = request.query_params.get("uploaded")
     return render(
         request,
         "classifiers.html",
         status,
         nav="classifiers",
         classifiers=[classifier_routes.to_public(d) for d in docs],
+        datasets=[dataset_routes.to_public(d) for d in datasets],
         job_counts=job_counts,
         error=error,
-        uploaded=uploaded,
-        validating=any(d["state"] == "validating" for d in docs),
+        uploaded=request.query_params.get("uploaded"),
+        validating=any(d["state"] == "validating" for d in [*docs, *datasets]),
     )
 
 
 @router.get("/classifiers", response_class=HTMLResponse)
 def classifiers_page(request: Request, tenant: PageTenant, stores: StoresDep) -> HTMLResponse:
-    return _classifier_page(request, stores, tenant)
+    return _registry_page(request, stores, tenant)
+
+
+async def _upload(
+    request: Request,
+    kind: str,
+    tenant: str,
+    stores: Any,
+    celery: Any,
+    settings: ServiceSettings,
+) -> Response:
+    schema: Any = ClassifierForm if kind == CLASSIFIER else DatasetForm
+    upload_key = keys.classifier_upload if kind == CLASSIFIER else keys.dataset_upload
+    fields: Any = classifier_routes._fields if kind == CLASSIFIER else dataset_routes._fields
+    try:
+        doc = await register_upload(
+            request, kind=kind, tenant=tenant, stores=stores, celery=celery, settings=settings,
+            schema=schema, upload_key=upload_key, fields=fields,
+        )  # fmt: skip
+    except Problem as exc:
+        return _registry_page(request, stores, tenant, exc.status, exc.detail)
+    return RedirectResponse(f"/dashboard/classifiers?uploaded={doc['id']}", status_code=303)
 
 
 @router.post("/classifiers", response_class=HTMLResponse, dependencies=[SameOrigin])
 async def upload_classifier(
-    request: Request,
-    tenant: PageTenant,
-    stores: StoresDep,
-    celery: CeleryDep,
+    request: Request, tenant: PageTenant, stores: StoresDep, celery: CeleryDep,
     settings: SettingsDep,
-) -> Response:
-    try:
-        doc = await register_upload(
-            request,
-            kind=CLASSIFIER,
-            tenant=tenant,
-            stores=stores,
-            celery=celery,
-            settings=settings,
-            schema=ClassifierForm,
-            upload_key=keys.classifier_upload,
-            fields=classifier_routes._fields,
-        )
-    except Problem as exc:
-        return _classifier_page(request, stores, tenant, exc.status, exc.detail)
-    return RedirectResponse(f"/dashboard/classifiers?uploaded={doc['id']}", status_code=303)
+) -> Response:  # fmt: skip
+    return await _upload(request, CLASSIFIER, tenant, stores, celery, settings)
+
+
+@router.post("/datasets", response_class=HTMLResponse, dependencies=[SameOrigin])
+async def upload_dataset(
+    request: Request, tenant: PageTenant, stores: StoresDep, celery: CeleryDep,
+    settings: SettingsDep,
+) -> Response:  # fmt: skip
+    return await _upload(request, DATASET, tenant, stores, celery, settings)
 
 
 # --- jobs ---------------------------------------------------------------------------------------

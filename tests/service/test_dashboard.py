@@ -186,6 +186,31 @@ def test_classifier_list_and_upload_form(
     assert api.get(f"/classifiers/{id}").json()["mean"] == [0.0]
 
 
+def test_reference_set_upload_form(api: TestClient, stores: Stores) -> None:
+    response = api.post(
+        "/dashboard/datasets",
+        data={"name": "held-out", "tags": "", "description": ""},
+        files={"file": ("ref.npz", b"PK not really", "application/octet-stream")},
+        headers=HTML,
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    id = response.headers["location"].split("uploaded=")[1]
+    html = page(api, response.headers["location"])
+    row = re.search(rf'<tr data-dataset="{id}">(.*?)</tr>', html, re.S)
+    assert row is not None
+    assert "held-out" in row[1]
+    assert "validating" in row[1]
+    nameless = api.post(
+        "/dashboard/datasets",
+        data={"name": "x"},
+        files={"file": ("ref.bin", b"x", "application/octet-stream")},
+        headers=HTML,
+    )
+    assert nameless.status_code == 422
+    assert "Upload refused: say `npz` or `png-zip`" in nameless.text
+
+
 def test_a_bad_upload_shows_why(api: TestClient, stores: Stores) -> None:
     response = api.post(
         "/dashboard/classifiers",
