@@ -401,3 +401,46 @@ def check_classifier(clf: LoadedClassifier, seed: int = 0) -> ClassifierReport:
         feature_layer=clf.feature_layer,
         feature_dim=int(features.flatten(1).shape[1]),
     )
+
+
+def probe_input_shape(data: bytes, fmt: str) -> tuple[int, int, int] | None:
+    """The (C, H, W) an ONNX model declares for its input, when static; else None."""
+    if fmt != "onnx":
+        return None
+    _check_size(data)
+    model = parse_model(data)
+    initializers = {t.name for t in model.graph.initializer}
+    for graph_input in model.graph.input:
+        if graph_input.name in initializers:
+            continue
+        dims = graph_input.type.tensor_type.shape.dim
+        values = [d.dim_value if d.HasField("dim_value") else 0 for d in dims]
+        if len(values) == 4 and all(v > 0 for v in values[1:]):
+            return values[1], values[2], values[3]
+    return None
+
+
+def probe_num_classes(
+    data: bytes,
+    fmt: str,
+    input_shape: tuple[int, int, int],
+    architecture: str | None = None,
+    architecture_config: dict[str, Any] | None = None,
+) -> int:
+    """How many logits a classifier returns, for callers that did not declare class names."""
+    _check_size(data)
+    if fmt == "onnx":
+        model = parse_model(data)
+        validate_model(model, input_shape)
+        with torch.no_grad():
+            logits = OnnxGraphModule(model)(torch.full((1, *input_shape), 0.5))
+        return int(logits.flatten(1).shape[1])
+    name = architecture or ""
+    if name not in ARCHITECTURES:
+        raise ClassifierRejected(f"unknown architecture {name!r}")
+    skeleton = build_architecture(name, input_shape, 2, **(architecture_config or {}))
+    head = _output_layer(skeleton)
+    tensors = _load_safetensors(data)
+    if head is None or f"{head}.weight" not in tensors:
+        raise ClassifierRejected(f"the weights do not fit architecture {name!r}")
+    return int(tensors[f"{head}.weight"].shape[0])

@@ -722,15 +722,20 @@ def _slice(args: list[Tensor | None], attrs: dict[str, Any], opset: int) -> list
         steps_arg = args[4] if len(args) > 4 else None
         axes = _ints(axes_arg) if axes_arg is not None else list(range(len(starts)))
         steps = _ints(steps_arg) if steps_arg is not None else [1] * len(starts)
-    index: list[slice] = [slice(None)] * x.dim()
     for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
-        if step <= 0:
-            raise ClassifierRejected("ONNX Slice with negative steps is not supported")
-        size = x.shape[axis % x.dim()]
-        start = max(0, min(size, start + size if start < 0 else start))
-        end = max(0, min(size, end + size if end < 0 else end))
-        index[axis % x.dim()] = slice(start, end, step)
-    return [x[tuple(index)]]
+        if step == 0:
+            raise ClassifierRejected("ONNX Slice with step 0 is invalid")
+        axis %= x.dim()
+        size = x.shape[axis]
+        start = start + size if start < 0 else start
+        end = end + size if end < 0 else end
+        if step > 0:
+            start, end = max(0, min(size, start)), max(0, min(size, end))
+        else:  # ONNX clamps to [0, size-1] and [-1, size-1] when stepping backwards
+            start, end = max(-1, min(size - 1, start)), max(-1, min(size - 1, end))
+        indices = torch.arange(start, end, step, device=x.device)
+        x = torch.index_select(x, axis, indices)
+    return [x]
 
 
 @_op("Expand")

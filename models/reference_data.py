@@ -80,7 +80,12 @@ def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], n
     with archive.open(name) as f:
         try:
             version = npy_format.read_magic(f)
-            shape, _, dtype = npy_format._read_array_header(f, version)  # type: ignore[attr-defined]
+            if version == (1, 0):
+                shape, _, dtype = npy_format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = npy_format.read_array_header_2_0(f)
+            else:
+                raise DatasetRejected(f"{name} uses .npy format {version}: save with numpy.savez")
         except ValueError as exc:
             raise DatasetRejected(f"{name} is not a valid .npy array: {exc}") from exc
     if dtype.hasobject:

@@ -1,0 +1,165 @@
+"""Contract of every registered inversion method, checkpoint-resume, generator shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.classifier import LoadedClassifier
+from models.config import InversionConfig, LossWeights
+from models.generator import ConditionedGenerator
+from models.methods import METHODS, build_method, build_method_from_state, get_method
+from models.training import Progress, load_state, save_state, train
+from tests import factories
+
+
+@pytest.fixture(scope="module")
+def classifier() -> LoadedClassifier:
+    return factories.loaded("mlp", (1, 28, 28))
+
+
+def _weights(clf: LoadedClassifier) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in clf.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_method_contract(name: str, classifier: LoadedClassifier) -> None:
+    before = _weights(classifier)
+    method = build_method(classifier, InversionConfig.tiny(name), "cpu")
+    assert method.name == name and get_method(name) is type(method)
+    assert not any(p.requires_grad for p in classifier.parameters())
+    assert not classifier.training
+
+    for _ in range(3):
+        losses = method.step(method.draw_labels())
+        assert "total" in losses and {"kl", "cosine", "orthogonality"} <= set(losses)
+        assert all(torch.isfinite(torch.tensor(v)) for v in losses.values()), losses
+
+    labels = torch.tensor([0, 3, 3, 9, 1])
+    images = method.sample(labels, seed=7)
+    assert images.shape == (5, 1, 28, 28) and images.dtype == torch.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    assert not images.requires_grad
+    assert torch.equal(images, method.sample(labels, seed=7))  # seeded sampling is repeatable
+    assert method.sample(labels, dropout=True, seed=1).shape == images.shape
+
+    state = load_state(save_state(method.state_dict()))
+    clone = build_method_from_state(classifier, state, "cpu")
+    assert clone.step_count == method.step_count == 3
+    assert torch.equal(clone.sample(labels, seed=3), method.sample(labels, seed=3))
+    assert torch.equal(clone.draw_labels(), method.draw_labels())
+    assert clone.step(labels)["total"] == pytest.approx(method.step(labels)["total"], abs=1e-6)
+
+    after = _weights(classifier)
+    assert all(torch.equal(before[k], after[k]) for k in before), "classifier weights changed"
+    assert not classifier.training
+
+
+@pytest.mark.parametrize("name", ["c3", "pixel"])
+def test_resume_from_checkpoint_matches_uninterrupted_run(
+    name: str, classifier: LoadedClassifier
+) -> None:
+    config = InversionConfig.tiny(name, steps=6)
+    labels = torch.arange(10)
+
+    straight = build_method(classifier, config, "cpu")
+    train(straight, steps=6)
+    expected = straight.sample(labels)  # continues the method's own sampling RNG
+
+    checkpoints: dict[int, bytes] = {}
+    first = build_method(classifier, config, "cpu")
+    stop_after = iter([False, False, False, True])
+    result = train(
+        first,
+        steps=6,
+        should_stop=lambda: next(stop_after),
+        checkpoint_every=2,
+        on_checkpoint=lambda state, step: checkpoints.__setitem__(step, state),
+    )
+    assert result.stopped_early and result.step == 3
+    assert sorted(checkpoints) == [2, 3]
+
+    resumed = build_method_from_state(classifier, load_state(checkpoints[3]), "cpu")
+    final = train(resumed, steps=6)
+    assert final.step == 6 and not final.stopped_early
+    assert torch.equal(resumed.sample(labels), expected)
+
+
+def test_train_reports_progress_and_checkpoints(classifier: LoadedClassifier) -> None:
+    method = build_method(classifier, InversionConfig.tiny("c3", steps=5), "cpu")
+    reports: list[Progress] = []
+    saved: list[int] = []
+    result = train(
+        method,
+        steps=5,
+        classes=[2, 4],
+        on_progress=reports.append,
+        progress_every_s=0.0,
+        checkpoint_every=2,
+        on_checkpoint=lambda _state, step: saved.append(step),
+    )
+    assert [p.step for p in reports] == [1, 2, 3, 4, 5]
+    assert all(p.total_steps == 5 and 0.0 <= p.confident_share <= 1.0 for p in reports)
+    assert saved == [2, 4, 5]
+    assert result.step == 5 and not result.stopped_early
+    assert set(method.draw_labels([2, 4]).tolist()) == {2, 4}
+    assert train(method, steps=5).step == 5  # already done: no more steps
+
+
+def test_config_json_round_trip_and_strictness() -> None:
+    config = InversionConfig(method="soft", weights=LossWeights.soft(), betas=(0.9, 0.99))
+    assert InversionConfig.from_dict(config.to_dict()) == config
+    assert InversionConfig.from_dict({}) == InversionConfig()
+    with pytest.raises(ValueError, match="'stepz'"):
+        InversionConfig.from_dict({"stepz": 3})
+    with pytest.raises(ValueError, match="'cosin'"):
+        InversionConfig.from_dict({"weights": {"cosin": 1.0}})
+    with pytest.raises(ValueError, match="steps"):
+        InversionConfig.from_dict({"steps": -1})
+    with pytest.raises(ValueError, match="batch_size"):
+        InversionConfig.from_dict({"batch_size": "64"})
+    with pytest.raises(ValueError, match="unknown method"):
+        build_method(factories.loaded(), InversionConfig(method="nope"))
+
+
+def test_state_for_another_config_is_refused(classifier: LoadedClassifier) -> None:
+    state = build_method(classifier, InversionConfig.tiny("c3"), "cpu").state_dict()
+    other = build_method(classifier, InversionConfig.tiny("c3", seed=5), "cpu")
+    with pytest.raises(ValueError, match="another config"):
+        other.load_state_dict(state)
+    with pytest.raises(ValueError, match="method"):
+        build_method(classifier, InversionConfig.tiny("soft"), "cpu").load_state_dict(state)
+
+
+def test_soft_conditioning_has_argmax_at_label(classifier: LoadedClassifier) -> None:
+    method = build_method(classifier, InversionConfig.tiny("soft"), "cpu")
+    labels = torch.arange(10).repeat(5)
+    condition = method.condition(labels, torch.Generator().manual_seed(0))  # type: ignore[attr-defined]
+    assert torch.equal(condition.argmax(1), labels)
+    assert torch.allclose(condition.sum(1), torch.ones(50))
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 28, 28), (3, 32, 32), (3, 64, 64), (1, 20, 36), (3, 17, 23), (1, 8, 8)]
+)
+def test_generator_adapts_to_any_input_shape(shape: tuple[int, int, int]) -> None:
+    generator = ConditionedGenerator(shape, num_classes=7, latent_dim=8, width=4)
+    labels = torch.tensor([0, 6, 3])
+    z = torch.randn(3, 8)
+    out = generator(z, torch.nn.functional.one_hot(labels, 7).float(), labels, dropout=True)
+    assert out.shape == (3, *shape)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 20, 36)])
+def test_methods_run_on_rgb_and_non_square_classifiers(shape: tuple[int, int, int]) -> None:
+    classifier = LoadedClassifier(factories.random_model("paper-cnn", shape), shape, "abcdefghij")
+    for name in sorted(METHODS):
+        method = build_method(classifier, InversionConfig.tiny(name, steps=2), "cpu")
+        train(method, steps=2)
+        assert method.sample(torch.tensor([1, 2]), seed=0).shape == (2, *shape)
+
+
+def test_classifier_stays_frozen_when_asked_to_train(classifier: LoadedClassifier) -> None:
+    classifier.train()
+    assert not classifier.training and not classifier.model.training
