@@ -30,3 +30,13 @@ def new_record(tenant: str, id: str, state: str, **fields: Any) -> dict[str, Any
         "error": None,
         **fields,
     }
+
+
+SPEC_FIELDS = (
+    "format", "input_shape", "class_names", "mean", "std", "architecture", "architecture_config"
+)  # fmt: skip
+
+
+def classifier_spec_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a classifier record that make the engine's `ClassifierSpec`."""
+    return {name: doc.get(name) for name in SPEC_FIELDS}

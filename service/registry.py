@@ -17,13 +17,14 @@ from starlette.concurrency import run_in_threadpool
 from service.background import WORK
 from service.errors import Conflict, InvalidField, NotFound, Unavailable
 from service.queue import publish
-from service.records import ACTIVE_JOB_STATES, JOB, new_id, new_record
+from service.records import ACTIVE_JOB_STATES, CLASSIFIER, DATASET, JOB, new_id, new_record
 from service.settings import ServiceSettings
 from service.storage import Page, Stores
 from service.uploads import Upload, receive_upload
 
 M = TypeVar("M", bound=BaseModel)
 MAX_WAIT_SECONDS = 120.0
+ID_PREFIXES = {CLASSIFIER: "clf", DATASET: "ds"}
 
 
 def parse_form(model: type[M], fields: dict[str, str]) -> M:
@@ -72,7 +73,7 @@ async def register_upload(
     upload = await receive_upload(request, max_bytes=settings.max_upload_bytes)
     try:
         meta = parse_form(schema, upload.fields)
-        id = new_id(kind[:3] if kind != "classifier" else "clf")
+        id = new_id(ID_PREFIXES[kind])
         await run_in_threadpool(
             stores.artifacts.put_stream, upload_key(tenant, id), upload.chunks()
         )

@@ -10,14 +10,14 @@ import torch
 
 from models.loading import ClassifierRejected, canonical_bytes, check_classifier, load_classifier
 from models.reference_data import DatasetRejected, read_reference, save_reference
-from worker.classifier_cache import classifier_spec
+from models.spec import ClassifierSpec
 from worker.sandbox import Rejected
 
 
 def check_classifier_upload(upload: str, record: dict[str, Any], canonical: str) -> dict[str, Any]:
     """Load the model as declared, run one forward and backward pass, write the clean copy."""
     torch.set_num_threads(1)
-    spec = classifier_spec(record)
+    spec = ClassifierSpec.from_dict(record)
     data = Path(upload).read_bytes()
     try:
         classifier = load_classifier(data, spec, device=torch.device("cpu"))

@@ -11,24 +11,12 @@ import torch
 from models.classifier import LoadedClassifier
 from models.loading import load_classifier
 from models.spec import ClassifierSpec
+from service.records import classifier_spec_fields
 from service.storage import keys
 from worker.context import WorkerContext
 
 _cache: OrderedDict[tuple[str, str, str], LoadedClassifier] = OrderedDict()
 stats = {"hits": 0, "misses": 0}
-
-
-def classifier_spec(doc: dict[str, Any]) -> ClassifierSpec:
-    """The engine's view of a classifier record."""
-    return ClassifierSpec(
-        format=doc["format"],
-        input_shape=tuple(doc["input_shape"]),
-        class_names=tuple(doc["class_names"]),
-        mean=tuple(doc["mean"]),
-        std=tuple(doc["std"]),
-        architecture=doc.get("architecture"),
-        architecture_config=dict(doc.get("architecture_config") or {}),
-    )
 
 
 def load_cached_classifier(
@@ -41,7 +29,8 @@ def load_cached_classifier(
         return _cache[key]
     stats["misses"] += 1
     data = ctx.stores.artifacts.get(keys.classifier_canonical(doc["tenant"], doc["id"]))
-    classifier = load_classifier(data, classifier_spec(doc), device=device)
+    spec = ClassifierSpec.from_dict(classifier_spec_fields(doc))
+    classifier = load_classifier(data, spec, device=device)
     _cache[key] = classifier
     while len(_cache) > ctx.settings.classifier_cache_size:
         _cache.popitem(last=False)

@@ -24,11 +24,12 @@ import torch
 
 from models.config import InversionConfig
 from models.device import pick_device
-from models.images import grid_image, png_bytes
+from models.images import grid_png, png_bytes
 from models.methods import InversionMethod, build_method, build_method_from_state, get_method
-from models.metrics import compute_metrics, score_samples
+from models.metrics import Cost, compute_metrics
 from models.ood import audit_report
 from models.reference_data import load_canonical
+from models.scoring import SampleScore, classifier_outputs, score_samples
 from models.training import Progress, load_state, save_state, train
 from service.background import Heartbeat, Lease, claim
 from service.jobs import events_stream
@@ -59,7 +60,7 @@ class JobRun:
     job: dict[str, Any]
     cancel: threading.Event = field(default_factory=threading.Event)
     lost: threading.Event = field(default_factory=threading.Event)
-    started: float = field(default_factory=time.monotonic)
+    steps_done: int = 0
 
     @property
     def tenant(self) -> str:
@@ -130,6 +131,7 @@ class JobRun:
              for _ in range(self.job["params"]["samples_per_class"])]
         )  # fmt: skip
         images, sampling_seconds = self._sample(method, labels)
+        self.steps_done = method.step_count
         return self._write_results(
             classifier, images, labels, trained_seconds, sampling_seconds, method.step_count
         )
@@ -248,27 +250,24 @@ class JobRun:
         steps: int,
     ) -> dict[str, Any]:
         self.report("metrics", 0, 1, {}, None, None)
-        pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8)  # (n, c, h, w)
-        delivered = pixels.float() / 255  # score exactly what the PNGs hold
-        records = score_samples(classifier, delivered, labels, top_k=TOP_K)
+        delivered = (images.clamp(0, 1) * 255).round() / 255  # exactly what the PNGs will hold
         reference_x, reference_y = self._reference()
-        cost = {
-            "training_seconds": training_seconds,
-            "steps": steps,
-            "sampling_seconds": sampling_seconds,
-            "samples_per_second": len(labels) / sampling_seconds if sampling_seconds else None,
-        }
-        metrics = compute_metrics(
-            classifier,
-            delivered,
-            labels,
-            reference_x=reference_x,
-            reference_y=reference_y,
-            cost=cost,
+        cost = Cost(
+            train_seconds=training_seconds,
+            steps=steps,
+            sample_seconds=sampling_seconds,
+            samples_per_second=len(labels) / sampling_seconds if sampling_seconds else None,
+            device=str(next(iter(classifier.buffers())).device),
         )
-        report = audit_report(classifier, delivered, reference_x, reference_y)
+        metrics = compute_metrics(
+            classifier, delivered, labels, reference_x=reference_x, reference_y=reference_y,
+            cost=cost,
+        )  # fmt: skip
+        outputs = metrics.counterfeit_outputs or classifier_outputs(classifier, delivered)
+        records = score_samples(classifier, delivered, labels, top_k=TOP_K, outputs=outputs)
+        report = audit_report(outputs, metrics.reference_outputs, reference_y)
         self.report("saving", 0, 1, {}, None, None)
-        self._save(pixels, labels, records, metrics.to_dict(), report)
+        self._save(delivered, labels, records, metrics.to_dict(), report)
         summary: dict[str, Any] = metrics.to_dict()["overall"]
         return summary
 
@@ -287,29 +286,33 @@ class JobRun:
 
     def _save(
         self,
-        pixels: torch.Tensor,
+        images: torch.Tensor,
         labels: torch.Tensor,
-        records: list[dict[str, Any]],
+        records: list[SampleScore],
         metrics: dict[str, Any],
         report: dict[str, Any],
     ) -> None:
         artifacts, tenant, id = self.ctx.stores.artifacts, self.tenant, self.job["id"]
-        for i, img in enumerate(pixels):
+        for i, img in enumerate(images):
             artifacts.put(keys.job_sample_png(tenant, id, i), png_bytes(img))
         for cls in self.job["params"]["classes"]:
-            row = pixels[labels == cls]
-            artifacts.put(keys.job_grid_row(tenant, id, cls), png_bytes(grid_image(row, rows=1)))
-        index = [{"index": i, **rec} for i, rec in enumerate(records)]
+            row = labels == cls
+            artifacts.put(keys.job_grid_row(tenant, id, cls), grid_png(images[row], labels[row]))
+        index = [
+            {"index": r.index, "target": r.target, "predicted": r.predicted,
+             "confidence": r.confidence, "top_k": r.top_k}
+            for r in records
+        ]  # fmt: skip
         artifacts.put(keys.job_samples_json(tenant, id), json.dumps(index).encode())
         artifacts.put(keys.job_metrics_json(tenant, id), json.dumps(metrics, indent=1).encode())
         artifacts.put(keys.job_report_json(tenant, id), json.dumps(report).encode())
         buffer = io.BytesIO()
         np.savez_compressed(
             buffer,
-            x=pixels.numpy(),
+            x=(images * 255).round().to(torch.uint8).numpy(),
             targets=labels.numpy(),
-            predicted=np.array([r["predicted"] for r in records]),
-            confidence=np.array([r["confidence"] for r in records], dtype=np.float32),
+            predicted=np.array([r.predicted for r in records]),
+            confidence=np.array([r.confidence for r in records], dtype=np.float32),
         )
         artifacts.put(keys.job_samples_npz(tenant, id), buffer.getvalue())
 
@@ -334,7 +337,7 @@ def run_job(job_id: str) -> None:
     with Heartbeat(store, lease, ctx.settings.heartbeat_seconds, on_renew) as beat:
         run.lost = beat.lost
         try:
-            final = {"state": "succeeded", "metrics": run.run()}
+            final = {"state": "succeeded", "metrics": run.run(), "steps_done": run.steps_done}
         except Stopped:
             if run.lost.is_set():
                 log.warning("job %s: lease lost, leaving it to its new owner", job_id)
@@ -375,6 +378,9 @@ def _finished(doc: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
     if final["state"] == "succeeded":
         params = doc["params"]
         doc["sample_count"] = len(params["classes"]) * params["samples_per_class"]
+        steps = doc.pop("steps_done")
         if doc.get("progress"):
-            doc["progress"].update(phase="done", fraction=1.0, eta_seconds=0.0)
+            doc["progress"].update(
+                phase="done", step=steps, total_steps=steps, fraction=1.0, eta_seconds=0.0
+            )
     return doc

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from service.background import Heartbeat, claim
-from service.records import CLASSIFIER, DATASET
+from service.records import CLASSIFIER, DATASET, classifier_spec_fields
 from service.storage import keys
-from worker.checks import check_classifier_upload, check_dataset_upload
 from worker.context import WorkerContext, get_context
 from worker.sandbox import Limits, SandboxFailure, run_sandboxed
 
@@ -45,11 +44,11 @@ def _validate(
     record_id: str,
     upload_key: Callable[[str, str], str],
     canonical_key: Callable[[str, str], str],
-    check: Callable[..., dict[str, Any]],
-    check_args: Callable[[dict[str, Any], Path, Path], tuple[Any, ...]],
+    check: str,
+    check_args: Callable[[dict[str, Any], Path, Path], list[Any]],
 ) -> None:
-    """Claim the record, run `check(*check_args(record, upload, canonical))` in the sandbox,
-    record the verdict."""
+    """Claim the record, run `check` ("module:function") on `check_args(record, upload,
+    canonical)` in the sandbox, record the verdict."""
     ctx = get_context()
     store, artifacts = ctx.stores.jobs, ctx.stores.artifacts
     claimed = claim(store, kind, record_id, max_attempts=ctx.settings.max_attempts)
@@ -67,12 +66,22 @@ def _validate(
             while chunk := src.read(1024 * 1024):
                 dst.write(chunk)
         try:
-            report = run_sandboxed(check, check_args(doc, upload, canonical), _limits(ctx))
+            report = run_sandboxed(check, check_args(doc, upload, canonical), _limits(ctx), tmp)
         except SandboxFailure as exc:
             log.info("%s %s rejected: %s", kind, record_id, exc)
             verdict: dict[str, Any] = {
                 "state": "rejected",
                 "error": {"title": "Rejected", "detail": str(exc)},
+            }
+        except Exception as exc:  # our fault, not the upload's: say so rather than retry forever
+            log.exception("%s %s: validation failed", kind, record_id)
+            verdict = {
+                "state": "rejected",
+                "error": {
+                    "title": "Validation failed",
+                    "detail": f"validation failed unexpectedly ({type(exc).__name__}); "
+                    "please retry the upload or report it",
+                },
             }
         else:
             artifacts.put_stream(canonical_key(tenant, record_id), _file_chunks(canonical))
@@ -88,8 +97,8 @@ def validate_classifier(classifier_id: str) -> None:
         classifier_id,
         keys.classifier_upload,
         keys.classifier_canonical,
-        check_classifier_upload,
-        lambda doc, upload, canonical: (str(upload), _spec_fields(doc), str(canonical)),
+        "worker.checks:check_classifier_upload",
+        lambda doc, upload, canonical: [str(upload), classifier_spec_fields(doc), str(canonical)],
     )
 
 
@@ -99,19 +108,6 @@ def validate_dataset(dataset_id: str) -> None:
         dataset_id,
         keys.dataset_upload,
         keys.dataset_canonical,
-        check_dataset_upload,
-        lambda doc, upload, canonical: (str(upload), doc["format"], str(canonical)),
+        "worker.checks:check_dataset_upload",
+        lambda doc, upload, canonical: [str(upload), doc["format"], str(canonical)],
     )
-
-
-def _spec_fields(doc: dict[str, Any]) -> dict[str, Any]:
-    names = (
-        "format",
-        "input_shape",
-        "class_names",
-        "mean",
-        "std",
-        "architecture",
-        "architecture_config",
-    )
-    return {k: doc.get(k) for k in names}
