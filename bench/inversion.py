@@ -18,7 +18,6 @@ import logging
 import platform
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch

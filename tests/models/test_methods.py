@@ -26,19 +26,23 @@ def _weights(clf: LoadedClassifier) -> dict[str, torch.Tensor]:
 def test_method_contract(name: str, classifier: LoadedClassifier) -> None:
     before = _weights(classifier)
     method = build_method(classifier, InversionConfig.tiny(name), "cpu")
-    assert method.name == name and get_method(name) is type(method)
+    assert method.name == name
+    assert get_method(name) is type(method)
     assert not any(p.requires_grad for p in classifier.parameters())
     assert not classifier.training
 
     for _ in range(3):
         losses = method.step(method.draw_labels())
-        assert "total" in losses and {"kl", "cosine", "orthogonality"} <= set(losses)
+        assert "total" in losses
+        assert {"kl", "cosine", "orthogonality"} <= set(losses)
         assert all(torch.isfinite(torch.tensor(v)) for v in losses.values()), losses
 
     labels = torch.tensor([0, 3, 3, 9, 1])
     images = method.sample(labels, seed=7)
-    assert images.shape == (5, 1, 28, 28) and images.dtype == torch.float32
-    assert images.min() >= 0.0 and images.max() <= 1.0
+    assert images.shape == (5, 1, 28, 28)
+    assert images.dtype == torch.float32
+    assert images.min() >= 0.0
+    assert images.max() <= 1.0
     assert not images.requires_grad
     assert torch.equal(images, method.sample(labels, seed=7))  # seeded sampling is repeatable
     assert method.sample(labels, dropout=True, seed=1).shape == images.shape
@@ -76,12 +80,14 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(
         checkpoint_every=2,
         on_checkpoint=lambda state, step: checkpoints.__setitem__(step, state),
     )
-    assert result.stopped_early and result.step == 3
+    assert result.stopped_early
+    assert result.step == 3
     assert sorted(checkpoints) == [2, 3]
 
     resumed = build_method_from_state(classifier, load_state(checkpoints[3]), "cpu")
     final = train(resumed, steps=6)
-    assert final.step == 6 and not final.stopped_early
+    assert final.step == 6
+    assert not final.stopped_early
     assert torch.equal(resumed.sample(labels), expected)
 
 
@@ -101,7 +107,8 @@ def test_train_reports_progress_and_checkpoints(classifier: LoadedClassifier) ->
     assert [p.step for p in reports] == [1, 2, 3, 4, 5]
     assert all(p.total_steps == 5 and 0.0 <= p.confident_share <= 1.0 for p in reports)
     assert saved == [2, 4, 5]
-    assert result.step == 5 and not result.stopped_early
+    assert result.step == 5
+    assert not result.stopped_early
     assert set(method.draw_labels([2, 4]).tolist()) == {2, 4}
     assert train(method, steps=5).step == 5  # already done: no more steps
 
@@ -148,7 +155,8 @@ def test_generator_adapts_to_any_input_shape(shape: tuple[int, int, int]) -> Non
     z = torch.randn(3, 8)
     out = generator(z, torch.nn.functional.one_hot(labels, 7).float(), labels, dropout=True)
     assert out.shape == (3, *shape)
-    assert out.min() >= 0 and out.max() <= 1
+    assert out.min() >= 0
+    assert out.max() <= 1
 
 
 @pytest.mark.parametrize("shape", [(3, 32, 32), (1, 20, 36)])
@@ -162,4 +170,5 @@ def test_methods_run_on_rgb_and_non_square_classifiers(shape: tuple[int, int, in
 
 def test_classifier_stays_frozen_when_asked_to_train(classifier: LoadedClassifier) -> None:
     classifier.train()
-    assert not classifier.training and not classifier.model.training
+    assert not classifier.training
+    assert not classifier.model.training

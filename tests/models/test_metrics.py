@@ -1,0 +1,149 @@
+"""Metrics against hand-computed values, and PNG/grid output."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from models.classifier import LoadedClassifier
+from models.images import grid_array, grid_png, png_bytes
+from models.metrics import (
+    Cost,
+    auroc,
+    compute_metrics,
+    knn_distances,
+    mean_pairwise_cosine,
+    mean_pairwise_distance,
+)
+from models.scoring import score_samples
+
+
+def test_auroc_hand_values() -> None:
+    assert auroc([3, 4], [1, 2]) == 1.0
+    assert auroc([1, 2], [3, 4]) == 0.0
+    assert auroc([1, 3], [2]) == 0.5
+    assert auroc([2, 2], [2]) == 0.5  # ties count half
+    assert auroc([1, 2, 3], [0.5, 2.5]) == pytest.approx(4 / 6)
+    assert auroc([], [1]) is None
+
+
+def test_distances_and_diversity_hand_values() -> None:
+    bank = torch.tensor([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]])
+    queries = torch.tensor([[0.0, 1.0]])
+    assert knn_distances(queries, bank, 1).tolist() == [1.0]
+    assert knn_distances(queries, bank, 2).item() == pytest.approx(math.sqrt(9 + 9))
+    assert knn_distances(bank, bank, 1, exclude_self=True).tolist() == [5.0, 5.0, 5.0]
+    assert mean_pairwise_distance(bank) == pytest.approx((5 + 10 + 5) / 3)
+    assert mean_pairwise_distance(bank[:1]) is None
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    expected = (0.0 + 2 * (1 / math.sqrt(2))) / 3  # pairs: (0,1)=0, (0,2)=(1,2)=1/√2
+    assert mean_pairwise_cosine(features) == pytest.approx(expected)
+
+
+class Fixed(nn.Module):
+    """Logits = 10 · (mean of the left half, mean of the right half); features = itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left = x[:, :, :, :2].mean(dim=(1, 2, 3))
+        right = x[:, :, :, 2:].mean(dim=(1, 2, 3))
+        return 10 * torch.stack([left, right], dim=1)
+
+
+def test_compute_metrics_hand_computed() -> None:
+    classifier = LoadedClassifier(Fixed(), (1, 1, 4), ("left", "right"))
+    ones_left = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]]])
+    ones_right = torch.tensor([[[[0.0, 0.0, 1.0, 1.0]]]])
+    half = torch.full((1, 1, 1, 4), 0.5)
+    images = torch.cat([ones_left, half, ones_right])  # targets 0, 0, 1
+    targets = torch.tensor([0, 0, 1])
+    p_strong = 1 / (1 + math.exp(-10))  # softmax of (10, 0)
+
+    reference = torch.cat([half, half * 0.8, ones_left * 0.2])
+    metrics = compute_metrics(
+        classifier,
+        images,
+        targets,
+        reference,
+        torch.tensor([0, 1, 0]),
+        Cost(train_seconds=1.5, steps=3),
+        knn_k=1,
+    )
+    left = metrics.per_class["left"]
+    assert left.count == 2
+    assert left.mean_confidence == pytest.approx((p_strong + 0.5) / 2)
+    assert left.confident_share == 0.5
+    assert left.argmax_accuracy == 1.0  # the ambiguous one: a tie → argmax 0 = its target
+    assert metrics.overall.argmax_accuracy == 1.0
+    assert metrics.overall.confident_share == pytest.approx(2 / 3)
+    # nearest reference images: ones_left → half at 1 (0.8·half: √1.04, 0.2·ones_left:
+    # 0.8·√2); half → half at 0.
+    assert left.nn_distance == pytest.approx((1.0 + 0.0) / 2)
+    assert left.pixel_diversity == pytest.approx(1.0)  # ‖ones_left − half‖ = √(4·0.25)
+    assert metrics.per_class["right"].pixel_diversity is None
+    assert metrics.overall.pixel_diversity == pytest.approx(1.0)  # mean over classes with pairs
+    # MSP of counterfeits [p, 0.5, p] vs reference [0.5, 0.5, softmax(0.2·10, 0)]
+    msp_fake = [p_strong, 0.5, p_strong]
+    msp_real = [0.5, 0.5, 1 / (1 + math.exp(-2))]
+    assert metrics.overall.msp_auroc == pytest.approx(
+        auroc([-m for m in msp_fake], [-m for m in msp_real])
+    )
+    data = metrics.to_dict()
+    json.dumps(data, allow_nan=False)
+    assert data["cost"]["train_seconds"] == 1.5
+    assert data["per_class"]["right"]["pixel_diversity"] is None
+    assert metrics.counterfeit_outputs is not None
+    assert metrics.reference_outputs is not None
+
+
+def test_metrics_flag_collapsed_classes_and_work_without_reference() -> None:
+    classifier = LoadedClassifier(Fixed(), (1, 1, 4), ("left", "right"))
+    same = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]]]).repeat(5, 1, 1, 1)
+    varied = torch.rand(5, 1, 1, 4, generator=torch.Generator().manual_seed(0))
+    metrics = compute_metrics(
+        classifier, torch.cat([same, varied]), torch.tensor([0] * 5 + [1] * 5)
+    )
+    assert metrics.collapsed_classes == ["left"]
+    assert metrics.overall.msp_auroc is None
+    assert metrics.overall.nn_distance is None
+    json.dumps(metrics.to_dict(), allow_nan=False)
+
+
+def test_score_samples_records() -> None:
+    classifier = LoadedClassifier(Fixed(), (1, 1, 4), ("left", "right"))
+    images = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]], [[[1.0, 1.0, 0.0, 0.0]]]])
+    scores = score_samples(classifier, images, torch.tensor([0, 1]), top_k=5)
+    assert [s.predicted for s in scores] == [0, 0]
+    assert scores[0].confidence == pytest.approx(1 / (1 + math.exp(-10)))
+    assert scores[1].confidence == pytest.approx(1 / (1 + math.exp(10)), rel=1e-4)
+    record = scores[1].to_dict(classifier.class_names)
+    assert record["target_name"] == "right"
+    assert record["predicted_name"] == "left"
+    assert len(record["top_k"]) == 2
+    assert record["top_k"][0]["name"] == "left"
+
+
+def test_png_is_lossless_8bit() -> None:
+    image = torch.arange(3 * 4 * 5, dtype=torch.float32).reshape(3, 4, 5) / 59
+    decoded = np.asarray(Image.open(io.BytesIO(png_bytes(image))))
+    assert decoded.shape == (4, 5, 3)
+    assert decoded.dtype == np.uint8
+    expected = np.clip(np.rint(image.permute(1, 2, 0).numpy() * 255), 0, 255)
+    assert np.array_equal(decoded, expected)
+    grey = np.asarray(Image.open(io.BytesIO(png_bytes(torch.zeros(1, 6, 7)))))
+    assert grey.shape == (6, 7)
+
+
+def test_grid_has_one_row_per_class() -> None:
+    images = torch.rand(7, 1, 5, 6)
+    labels = [2, 0, 2, 1, 0, 2, 2]
+    array = grid_array(images, labels, pad=1)
+    assert array.shape == (3 * 6 + 1, 4 * 7 + 1)
+    assert array.shape == np.asarray(Image.open(io.BytesIO(grid_png(images, labels, pad=1)))).shape
+    assert grid_array(images, labels, per_row=2, pad=1).shape == (19, 2 * 7 + 1)
