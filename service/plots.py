@@ -119,8 +119,9 @@ def histogram_svg(hist: Histogram, *, width: int = 520, height: int = 230) -> Ma
                 f"{hist.edges[b]:.6g} ≤ p < {hist.edges[b + 1]:.6g}"
             )
             body.append(
-                f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{max(bar_w - 0.5, 0.5):.1f}"'
-                f' height="{h:.1f}" fill="{colour}"><title>{escape(tip)}</title></rect>'
+                f'<rect class="bar s{s}" x="{x:.1f}" y="{top + plot_h - h:.1f}" '
+                f'width="{max(bar_w - 0.5, 0.5):.1f}" height="{h:.1f}" fill="{colour}">'
+                f"<title>{escape(tip)}</title></rect>"
             )
     for nine in range(int(NINES_MAX) + 1):
         x = left + plot_w * nine / NINES_MAX

@@ -286,6 +286,11 @@ class InversionPublic(BaseModel):
     error: ErrorPublic | None
     metrics: dict[str, Any] | None = Field(None, description="Overall figures once succeeded.")
     sample_count: int | None = None
+    checkpoint_step: int | None = Field(None, description="Step of the latest checkpoint.")
+    resumed_from_step: int | None = Field(
+        None, description="Step the current (or last) attempt started from: > 0 after a resume."
+    )
+    steps_this_attempt: int | None = Field(None, description="Training steps the last attempt ran.")
     links: dict[str, str]
 
 
