@@ -206,6 +206,9 @@ def test_histogram_counts_every_value_in_shared_bins() -> None:
     assert hist.counts[0] == [1, 1, 1, 0, 0, 1]  # 1.0 falls in the last bin
     assert hist.counts[1] == [0, 2, 0, 0, 0, 0]  # 0.9 opens the second bin
     assert hist.shares[1][1] == 1.0
+    svg = str(plots.histogram_svg(hist))
+    assert svg.count('class="bar s0"') == 4  # one bar per non-empty bin
+    assert svg.count('class="bar s1"') == 1
 
 
 def test_svg_escapes_every_label() -> None:

@@ -1,0 +1,290 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright) against the real
+service (`c3 serve`: API, a Celery worker and the sandboxed validation, embedded default).
+
+One user's path: sign in with a key, upload a classifier through the form, start a job, watch
+its progress reach 100% on the jobs list (server-sent events), open the job page (grid,
+histogram, tables), page through a class, compare two jobs and open the audit report.
+Screenshots go to test-artifacts/browser/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "test-artifacts" / "browser"
+SIDE = 8  # digits at their native 8×8: jobs take a second or two
+EPOCHS = 15  # ~90% held-out accuracy in a few seconds
+STEPS = 50
+ENV = {"C3_HEARTBEAT_SECONDS": "0.5", "C3_STALE_AFTER_SECONDS": "3", "C3_REAPER_SECONDS": "1"}
+
+
+@dataclass
+class Service:
+    url: str
+    key: str
+    data_dir: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60
+        )
+
+
+def _cli(*args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    """`c3 serve` on a free port with one API key; stopped (with its workers) at the end."""
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("C3_")} | ENV
+    key = _cli("keys", "create", "--tenant", "t", "--data-dir", str(data_dir), env=env)
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--port", str(port),
+             "--data-dir", str(data_dir)],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    running = Service(f"http://127.0.0.1:{port}", key, data_dir, log, proc)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{running.url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"c3 serve did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    yield running
+    proc.send_signal(signal.SIGINT)  # serve stops its workers, then itself
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def classifier_file(tmp_path: Path) -> Path:
+    """The paper's CNN trained on 8×8 digits, as the safetensors file a user uploads."""
+    from tests.factories import safetensors_bytes, trained_model
+
+    path = tmp_path / "digits-cnn.safetensors"
+    path.write_bytes(safetensors_bytes(trained_model("paper-cnn", (1, SIDE, SIDE), EPOCHS)))
+    return path
+
+
+def reference_file(tmp_path: Path) -> Path:
+    """The held-out split of the digits (real images, labelled): the reference set."""
+    from tests.factories import digits_reference_npz
+
+    path = tmp_path / "held-out.npz"
+    path.write_bytes(digits_reference_npz((1, SIDE, SIDE)))
+    return path
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is not installed (make browser installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def verdict(page: Any, row: str) -> str:
+    """Wait until the upload in `row` is validated; its row's text, or fail with the reason."""
+    page.wait_for_selector(f"{row} .badge:not(.state-validating)")
+    text: str = page.inner_text(row)
+    assert page.inner_text(f"{row} .badge") == "ready", text
+    return text
+
+
+def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) -> None:
+    started = time.monotonic()
+    model = classifier_file(tmp_path)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on(
+        "response",
+        lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+    )
+    page.set_default_timeout(30_000)
+
+    # Sign in: every page sends the browser to the login form first.
+    page.goto(f"{service.url}/dashboard/classifiers")
+    assert "/dashboard/login" in page.url
+    shot(page, "01-login")
+    page.fill("input[name=key]", service.key)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{service.url}/dashboard/classifiers")
+    cookie = next(c for c in context.cookies() if c["name"] == "c3_key")
+    assert cookie["httpOnly"]
+    assert cookie["sameSite"] == "Strict"
+
+    # Upload the classifier through the form; the page reloads until it is validated.
+    page.set_input_files("#upload-form input[name=file]", str(model))
+    page.fill("#upload-form input[name=name]", "digits-cnn")
+    page.fill("input[name=architecture]", "paper-cnn")
+    page.fill("input[name=input_shape]", f"1,{SIDE},{SIDE}")
+    page.fill("input[name=class_names]", ",".join(str(d) for d in range(10)))
+    page.click("#upload-form button[type=submit]")
+    row = verdict(page, "tr[data-classifier]")
+    assert "digits-cnn" in row
+    assert f"1×{SIDE}×{SIDE}" in row
+    shot(page, "02-classifiers")
+
+    # A reference set (real held-out digits), for the histogram and the OOD-detector table.
+    page.set_input_files("#dataset-form input[name=file]", str(reference_file(tmp_path)))
+    page.fill("#dataset-form input[name=name]", "held-out digits")
+    page.click("#dataset-form button[type=submit]")
+    verdict(page, "tr[data-dataset]")
+    dataset_id = page.get_attribute("tr[data-dataset]", "data-dataset")
+
+    # Start a c3 job from the form and watch it on the jobs list.
+    page.goto(f"{service.url}/dashboard/jobs")
+    page.select_option("select[name=dataset_id]", dataset_id)
+    page.fill("input[name=samples_per_class]", "8")
+    page.fill("input[name=steps]", str(STEPS))
+    page.fill("input[name=seed]", "1")
+    page.click("#start-form button[type=submit]")
+    page.wait_for_url(re.compile(r".*/dashboard/jobs/job_\w+$"))
+    c3_id = page.url.rsplit("/", 1)[1]
+    page.goto(f"{service.url}/dashboard/jobs")
+    progress = f'tr[data-job="{c3_id}"] [data-role=progress]'
+    seen = []
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        seen.append(int(page.get_attribute(progress, "data-percent") or 0))
+        if seen[-1] == 100:
+            break
+        if len(seen) == 3:
+            shot(page, "03-jobs-running")
+        page.wait_for_timeout(100)
+    assert seen[-1] == 100, f"progress never reached 100%: {seen[-10:]}"
+    assert seen == sorted(seen), "progress went backwards"
+    page.wait_for_selector(f'tr[data-job="{c3_id}"] .badge.state-succeeded')
+    assert "100%" in page.inner_text(progress)
+    shot(page, "04-jobs-done")
+
+    # A pixel-optimisation job on the same classifier, for the compare view.
+    with service.api() as api:
+        pixel = api.post(
+            "/inversions",
+            json={"classifier_id": api.get("/classifiers").json()["data"][0]["id"],
+                  "method": "pixel", "samples_per_class": 8, "steps": STEPS, "seed": 1,
+                  "dataset_id": dataset_id},
+        ).json()  # fmt: skip
+
+    # The job page: grid strips, histogram beside the real data, tables, curves.
+    page.goto(f"{service.url}/dashboard/jobs/{c3_id}")
+    strips = page.locator("#grid img.strip")
+    assert strips.count() == 10
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#grid img.strip')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    histogram = page.locator("#histogram svg")
+    assert histogram.is_visible()
+    legend = histogram.text_content() or ""
+    assert "counterfeits" in legend
+    assert "real reference" in legend
+    assert page.locator("#histogram svg rect.bar.s0").count() >= 1  # counterfeits
+    assert page.locator("#histogram svg rect.bar.s1").count() >= 1  # real reference
+    assert page.locator("#evasion tr[data-detector]").count() == 4
+    assert page.locator("#per-class tbody tr").count() == 10
+    assert page.locator("#curves svg").count() >= 2
+    shot(page, "05-job")
+
+    # A class's samples, with the confidence under each: the API's figures.
+    page.click('#grid tr[data-class="7"] th a')
+    page.wait_for_url(re.compile(r".*/classes/7$"))
+    items = page.locator("#samples li")
+    assert items.count() == 8
+    with service.api() as api:
+        truth = {
+            s["index"]: s["confidence"]
+            for s in api.get(f"/inversions/{c3_id}/samples", params={"class": 7}).json()["data"]
+        }
+    for i in range(items.count()):
+        index = int(items.nth(i).get_attribute("data-index") or -1)
+        shown = float(items.nth(i).locator("[data-role=confidence]").inner_text())
+        assert shown == pytest.approx(truth[index], abs=1e-4)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#samples img')].every(i => i.naturalWidth > 0)"
+    )
+    shot(page, "06-class")
+
+    # Compare the two jobs: pick both on the jobs list.
+    deadline = time.monotonic() + 30
+    with service.api() as api:
+        while api.get(f"/inversions/{pixel['id']}").json()["state"] != "succeeded":
+            assert time.monotonic() < deadline, "the pixel job did not finish"
+            time.sleep(0.3)
+    page.goto(f"{service.url}/dashboard/jobs")
+    page.check(f'input[name=jobs][value="{c3_id}"]')
+    page.check(f'input[name=jobs][value="{pixel["id"]}"]')
+    page.click("#compare-form button[type=submit]")
+    page.wait_for_url(re.compile(r".*/dashboard/compare\?.*"))
+    table = page.locator("#compare-table")
+    assert table.is_visible()
+    assert page.locator("#compare-table [data-role=delta]").count() > 5
+    assert "pixel" in table.inner_text()
+    shot(page, "07-compare")
+
+    # The audit report, self-contained: every image inlined.
+    page.goto(f"{service.url}/dashboard/jobs/{c3_id}")
+    page.click("#report-link")
+    page.wait_for_url(re.compile(r".*/report\?format=html$"))
+    assert page.locator("#evasion tr[data-detector]").count() == 4
+    sources = page.eval_on_selector_all("img", "els => els.map(e => e.getAttribute('src'))")
+    assert len(sources) == 10 * 8
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    page.wait_for_function("() => [...document.images].every(i => i.naturalWidth > 0)")
+    shot(page, "08-report")
+
+    assert not problems, problems
+    context.close()
+    elapsed = time.monotonic() - started
+    assert elapsed < 90, f"the browser path took {elapsed:.0f} s"
