@@ -166,6 +166,8 @@ def fmt(key: str, value: Any) -> str:
             return str(value)
         if is_share(key):
             return f"{value:.1%}"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
         return f"{value:.4g}"
     return str(value)
 
@@ -507,6 +509,10 @@ def inlined_grid(artifacts: ArtifactStore, job: dict[str, Any]) -> dict[int, lis
     return cached(job, "inlined-grid", build)
 
 
+def _or_dash(value: float, spec: str) -> str:
+    return format(value, spec) if math.isfinite(value) else "—"
+
+
 def evasion_rows(ood: EvasionPublic | None) -> list[dict[str, Any]]:
     if ood is None:
         return []
@@ -514,9 +520,9 @@ def evasion_rows(ood: EvasionPublic | None) -> list[dict[str, Any]]:
         {
             "name": d.name,
             "label": DETECTOR_LABELS.get(d.name, d.name),
-            "accepted": f"{d.accepted_share:.1%}",
-            "auroc": f"{d.auroc:.3f}",
-            "threshold": f"{d.threshold:.4g}",
+            "accepted": _or_dash(d.accepted_share, ".1%"),
+            "auroc": _or_dash(d.auroc, ".3f"),
+            "threshold": _or_dash(d.threshold, ".4g"),
         }
         for d in ood.detectors
     ]
@@ -526,7 +532,11 @@ def evasion_bars(ood: EvasionPublic | None) -> Markup | None:
     if ood is None or not ood.detectors:
         return None
     return plots.bars_svg(
-        [(DETECTOR_LABELS.get(d.name, d.name), d.accepted_share) for d in ood.detectors],
+        [
+            (DETECTOR_LABELS.get(d.name, d.name), d.accepted_share)
+            for d in ood.detectors
+            if math.isfinite(d.accepted_share)
+        ],
         title=f"Counterfeits accepted as in-distribution (TPR {ood.tpr:.0%} on real data)",
         width=480,
     )

@@ -37,7 +37,13 @@ SHOTS = ROOT / "test-artifacts" / "browser"
 SIDE = 8  # digits at their native 8×8: jobs take a second or two
 EPOCHS = 15  # ~90% held-out accuracy in a few seconds
 STEPS = 50
-ENV = {"C3_HEARTBEAT_SECONDS": "0.5", "C3_STALE_AFTER_SECONDS": "3", "C3_REAPER_SECONDS": "1"}
+ENV = {
+    "C3_HEARTBEAT_SECONDS": "0.5",
+    "C3_STALE_AFTER_SECONDS": "3",
+    "C3_REAPER_SECONDS": "1",
+    "C3_PROGRESS_EVERY_SECONDS": "0.2",  # progress the page can be seen to follow
+    "C3_TORCH_THREADS": "1",  # a core left for the browser
+}
 
 
 @dataclass
@@ -151,6 +157,8 @@ def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) ->
         lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None,
     )
     page.set_default_timeout(30_000)
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if r.url.endswith("/events") else None)
 
     # Sign in: every page sends the browser to the login form first.
     page.goto(f"{service.url}/dashboard/classifiers")
@@ -204,6 +212,8 @@ def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) ->
         page.wait_for_timeout(100)
     assert seen[-1] == 100, f"progress never reached 100%: {seen[-10:]}"
     assert seen == sorted(seen), "progress went backwards"
+    assert any(0 < p < 100 for p in seen), "no progress seen between 0 and 100%"
+    assert f"{service.url}/inversions/{c3_id}/events" in streams  # followed over SSE
     page.wait_for_selector(f'tr[data-job="{c3_id}"] .badge.state-succeeded')
     assert "100%" in page.inner_text(progress)
     shot(page, "04-jobs-done")
@@ -271,6 +281,7 @@ def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) ->
     assert table.is_visible()
     assert page.locator("#compare-table [data-role=delta]").count() > 5
     assert "pixel" in table.inner_text()
+    page.wait_for_function("() => [...document.images].every(i => i.naturalWidth > 0)")
     shot(page, "07-compare")
 
     # The audit report, self-contained: every image inlined.

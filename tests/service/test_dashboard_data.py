@@ -238,6 +238,7 @@ def test_figures_are_formatted_by_kind() -> None:
     assert report.fmt("confident_share", 0.9987) == "99.9%"
     assert report.fmt("msp_auroc", 0.123456) == "0.1235"
     assert report.fmt("count", 1000) == "1,000"
+    assert report.fmt("cost.samples_per_second", 25180.4) == "25,180"
     assert report.fmt("knn_pixel_auroc", None) == "—"
     assert report.fmt("collapsed", False) == "no"
     assert report.fmt_delta("confident_share", -0.25) == "-25.0 pp"
@@ -257,6 +258,19 @@ def test_per_class_table_is_in_class_order_and_drops_empty_columns() -> None:
     table = report.per_class_table(metrics, names)
     assert table.columns == ["count", "confident_share"]
     assert table.formatted() == [("0 · zero", ["1", "100.0%"]), ("2 · two", ["2", "50.0%"])]
+
+
+def test_evasion_rows_show_what_could_not_be_computed_as_a_dash() -> None:
+    ood = report.EvasionPublic(
+        tpr=0.95, reference_fit=2, reference_eval=2, counterfeits=3,
+        detectors=[report.DetectorPublic(name="knn", auroc=math.nan, accepted_share=1 / 3,
+                                         threshold=-0.25)],
+    )  # fmt: skip
+    assert report.evasion_rows(ood) == [
+        {"name": "knn", "label": "k-NN feature distance", "accepted": "33.3%", "auroc": "—",
+         "threshold": "-0.25"}
+    ]  # fmt: skip
+    assert "33.3%" in str(report.evasion_bars(ood))
 
 
 def test_overall_figures_include_cost_and_skip_what_was_not_computed() -> None:
