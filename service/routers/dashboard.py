@@ -25,6 +25,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 import jinja2
+from celery import Celery
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -44,7 +45,7 @@ from service.routers import datasets as dataset_routes
 from service.routers import inversions as inversion_routes
 from service.schemas import ClassifierCreate, DatasetCreate, InversionCreate
 from service.settings import ServiceSettings
-from service.storage import keys
+from service.storage import ArtifactStore, Stores, keys
 
 log = logging.getLogger(__name__)
 
@@ -132,16 +133,6 @@ def _fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def _fmt_seconds(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "—"
-    if seconds < 90:
-        return f"{seconds:.1f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 @lru_cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -153,12 +144,11 @@ def environment() -> jinja2.Environment:
     )
     env.filters |= {
         "time": _fmt_time,
-        "seconds": _fmt_seconds,
         "pct": lambda v: "—" if v is None else f"{v:.1%}",
         "prob": lambda v: f"{v:.4f}" if v < 0.9999 else f"{v:.6f}",
         "tojson_attr": lambda v: json.dumps(v, separators=(",", ":")),
     }
-    env.globals |= {"phases": PHASES, "overall_fraction": overall_fraction, "csp": CSP}
+    env.globals |= {"phases": PHASES, "overall_fraction": overall_fraction}
     return env
 
 
@@ -342,7 +332,7 @@ class DatasetForm(DatasetCreate):
 
 
 def _registry_page(
-    request: Request, stores: Any, tenant: str, status: int = 200, error: str | None = None
+    request: Request, stores: Stores, tenant: str, status: int = 200, error: str | None = None
 ) -> HTMLResponse:
     docs = stores.jobs.list(CLASSIFIER, tenant=tenant).items
     datasets = stores.jobs.list(DATASET, tenant=tenant).items
@@ -372,8 +362,8 @@ async def _upload(
     request: Request,
     kind: str,
     tenant: str,
-    stores: Any,
-    celery: Any,
+    stores: Stores,
+    celery: Celery,
     settings: ServiceSettings,
 ) -> Response:
     schema: Any = ClassifierForm if kind == CLASSIFIER else DatasetForm
@@ -430,13 +420,13 @@ def confident_share(job: dict[str, Any]) -> float | None:
     return float(running) if isinstance(running, int | float) else None
 
 
-def _names(stores: Any, kind: str, tenant: str) -> dict[str, str]:
+def _names(stores: Stores, kind: str, tenant: str) -> dict[str, str]:
     return {d["id"]: d["name"] for d in stores.jobs.list(kind, tenant=tenant).items}
 
 
 def _jobs_page(
     request: Request,
-    stores: Any,
+    stores: Stores,
     tenant: str,
     *,
     page: int = 1,
@@ -611,7 +601,7 @@ def job_page(
     return render(request, "job.html", **context)
 
 
-def _class_records(artifacts: Any, job: dict[str, Any], cls: int) -> list[dict[str, Any]]:
+def _class_records(artifacts: ArtifactStore, job: dict[str, Any], cls: int) -> list[dict[str, Any]]:
     def build() -> list[dict[str, Any]]:
         return [r for r in samples.sample_index(artifacts, job) if r["target"] == cls]
 
@@ -662,7 +652,7 @@ def class_page(
     )
 
 
-def class_strip(artifacts: Any, job: dict[str, Any], cls: int) -> bytes:
+def class_strip(artifacts: ArtifactStore, job: dict[str, Any], cls: int) -> bytes:
     """The first samples of a class side by side, one PNG (one request per class)."""
 
     def build() -> bytes:
@@ -695,7 +685,7 @@ def class_strip_png(job: PageJob, cls: int, request: Request, stores: StoresDep)
 # --- compare ----------------------------------------------------------------------------------
 
 
-def _compare_rows(jobs: list[dict[str, Any]], figures: list[dict[str, Any]]) -> list[Any]:
+def _compare_rows(figures: list[dict[str, Any]]) -> list[Any]:
     """Rows of (label, [(value, delta vs the first job), ...]) over every figure any job has."""
     keys_in_order: list[str] = []
     for f in figures:
@@ -736,7 +726,7 @@ def compare_page(
          "classes": ", ".join(map(str, j["params"]["classes"]))}
         for j in succeeded
     ]  # fmt: skip
-    setting_rows = _compare_rows(succeeded, settings) if settings else []
+    setting_rows = _compare_rows(settings) if settings else []
     common = [c for c in (succeeded[0]["params"]["classes"] if succeeded else [])
               if all(c in j["params"]["classes"] for j in succeeded)]  # fmt: skip
     candidates = stores.jobs.list(JOB, tenant=tenant, state="succeeded", limit=200).items
@@ -747,7 +737,7 @@ def compare_page(
         chosen=chosen,
         jobs=succeeded,
         unfinished=[j for j in chosen if j["state"] != "succeeded"],
-        rows=_compare_rows(succeeded, figures),
+        rows=_compare_rows(figures),
         setting_rows=setting_rows,
         histograms=[
             plots.histogram_svg(report.job_histogram(stores.artifacts, j), width=400, height=200)
