@@ -220,8 +220,8 @@ def same_origin(request: Request) -> None:
         raise Forbidden("this form was posted from another site")
     origin = request.headers.get("origin")
     if origin and origin != "null":
-        host = request.headers.get("host", "")
-        if urlsplit(origin).netloc != host:
+        hosts = {request.headers.get("host"), request.headers.get("x-forwarded-host")}
+        if urlsplit(origin).netloc not in hosts:
             raise Forbidden(f"this form was posted from another origin ({origin})")
 
 

@@ -131,6 +131,13 @@ def test_forms_from_another_origin_are_refused(
         follow_redirects=False,
     )
     assert same.status_code == 303
+    proxied = api.post(  # behind a proxy that rewrites Host
+        "/dashboard/jobs",
+        data={**data, "idempotency_key": "other"},
+        headers={"Origin": "https://c3.example", "X-Forwarded-Host": "c3.example"},
+        follow_redirects=False,
+    )
+    assert proxied.status_code == 303
 
 
 def test_another_tenants_jobs_do_not_exist(
