@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -53,13 +54,16 @@ def read_reference(path: Path, fmt: str, limits: ReferenceLimits | None = None) 
     limits = limits or ReferenceLimits()
     if not zipfile.is_zipfile(path):
         raise DatasetRejected(f"not a {fmt} file: expected a zip archive (.npz files are zips too)")
-    with zipfile.ZipFile(path) as archive:
-        if len(archive.infolist()) > limits.max_members:
-            raise DatasetRejected(f"the archive has more than {limits.max_members} files")
-        if fmt == "npz":
-            return _read_npz(archive, limits)
-        if fmt == "png-zip":
-            return _read_png_zip(archive, limits)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if len(archive.infolist()) > limits.max_members:
+                raise DatasetRejected(f"the archive has more than {limits.max_members} files")
+            if fmt == "npz":
+                return _read_npz(archive, limits)
+            if fmt == "png-zip":
+                return _read_png_zip(archive, limits)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise DatasetRejected(f"the archive is corrupt ({exc}): pack it again") from exc
     raise DatasetRejected(f"unknown dataset format {fmt!r}: use npz or png-zip")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from celery import Celery
 from kombu import Exchange, Queue
+from kombu.transport import sqlalchemy
 
 from service.settings import CommonSettings
 
@@ -23,6 +24,13 @@ VALIDATE_CLASSIFIER = "c3.validate_classifier"
 VALIDATE_DATASET = "c3.validate_dataset"
 
 
+class EmbeddedTransport(sqlalchemy.Transport):
+    """kombu's SQL transport (on SQLite: the embedded default's broker), polled 5× a second
+    rather than once: a job starts within 0.2 s, for a few cheap queries a second."""
+
+    polling_interval = 0.2
+
+
 def make_celery(settings: CommonSettings) -> Celery:
     app = Celery("c3", set_as_current=False)
     broker_options: dict[str, object] = {}
@@ -31,6 +39,7 @@ def make_celery(settings: CommonSettings) -> Celery:
         broker_options["visibility_timeout"] = settings.max_job_seconds + 3600
     app.conf.update(
         broker_url=settings.broker_url,
+        broker_transport=None if settings.redis_url else f"{__name__}:EmbeddedTransport",
         result_backend=settings.redis_url,
         task_ignore_result=True,  # results live in the job store
         task_serializer="json",

@@ -57,7 +57,7 @@ class CommonSettings(BaseSettings):
     def broker_url(self) -> str:
         if self.redis_url:
             return self.redis_url
-        return f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
+        return f"sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
 
 
 class ServiceSettings(CommonSettings):

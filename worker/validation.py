@@ -66,7 +66,7 @@ def _validate(
             while chunk := src.read(1024 * 1024):
                 dst.write(chunk)
         try:
-            report = run_sandboxed(check, check_args(doc, upload, canonical), _limits(ctx), tmp)
+            report = run_sandboxed(check, check_args(doc, upload, canonical), _limits(ctx))
         except SandboxFailure as exc:
             log.info("%s %s rejected: %s", kind, record_id, exc)
             verdict: dict[str, Any] = {
