@@ -398,3 +398,28 @@ def test_other_tenants_ids_do_not_exist(tenants: tuple[Service, dict[str, str]])
     assert stolen.status_code == 422
     assert stolen.json()["field"] == "classifier_id"
     assert service.request("GET", f"/classifiers/{mine['id']}").status_code == 200
+
+
+def test_a_validation_that_hangs_ends_rejected_not_stuck(tmp_path: Path) -> None:
+    """A worker whose sandbox allows 1 ms: every validation overruns it, as a hang would."""
+    settings = ServiceSettings(data_dir=tmp_path / "data")
+    with TestClient(create_app(settings), client=("127.0.0.1", 1)) as client:
+        service = Service(
+            client,
+            {**worker_env(tmp_path / "data", None), "C3_VALIDATE_WALL_SECONDS": "0.001"},
+            {},
+            tmp_path,
+        )
+        service.start_worker()
+        try:
+            response = service.request(
+                "POST", "/classifiers", headers={"Prefer": "wait=60"}, data=CLASSIFIER_FORM,
+                files={"file": ("m.safetensors", mlp_bytes())},
+            )  # fmt: skip
+            assert response.status_code == 422, response.text
+            assert "did not finish within" in response.json()["detail"]
+            record = service.request("GET", f"/classifiers/{response.json()['id']}").json()
+            assert record["status"] == "rejected"
+        finally:
+            for worker in service.workers:
+                worker.stop()
