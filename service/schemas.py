@@ -291,6 +291,9 @@ class InversionPublic(BaseModel):
         None, description="Step the current (or last) attempt started from: > 0 after a resume."
     )
     steps_this_attempt: int | None = Field(None, description="Training steps the last attempt ran.")
+    engine_seconds: float | None = Field(
+        None, description="Time spent in the inversion engine (the rest is service overhead)."
+    )
     links: dict[str, str]
 
 

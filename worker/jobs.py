@@ -9,13 +9,14 @@ the trained generator of the job it follows instead of training.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -61,6 +62,26 @@ class JobRun:
     cancel: threading.Event = field(default_factory=threading.Event)
     lost: threading.Event = field(default_factory=threading.Event)
     steps_done: int = 0
+    engine_seconds: float = 0.0  # time inside the engine (models), for the overhead figure
+    service_seconds: float = 0.0  # progress and checkpoint writes made from engine callbacks
+
+    @contextlib.contextmanager
+    def engine(self) -> Iterator[None]:
+        """Count the time of the block as engine time, less the callbacks' service work."""
+        start, service_before = time.perf_counter(), self.service_seconds
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - start - (self.service_seconds - service_before)
+            self.engine_seconds += spent
+
+    @contextlib.contextmanager
+    def service_work(self) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.service_seconds += time.perf_counter() - start
 
     @property
     def tenant(self) -> str:
@@ -109,11 +130,12 @@ class JobRun:
             "eta_seconds": remaining / rate if rate else None,
             "updated_at": time.time(),
         }
-        try:
-            self.update(progress=progress)
-            self.event({"type": "progress", **progress})
-        except StoreUnavailable as exc:  # transient (e.g. Redis restarting): report next time
-            log.warning("job %s: progress not recorded: %s", self.job["id"], exc)
+        with self.service_work():
+            try:
+                self.update(progress=progress)
+                self.event({"type": "progress", **progress})
+            except StoreUnavailable as exc:  # transient (e.g. Redis restarting): report later
+                log.warning("job %s: progress not recorded: %s", self.job["id"], exc)
         if self.should_stop():
             raise Stopped("stop requested")
 
@@ -140,7 +162,8 @@ class JobRun:
         doc = self.ctx.stores.jobs.get(CLASSIFIER, self.job["classifier_id"])
         if doc is None or doc["state"] != "ready":
             raise JobFailed(f"classifier {self.job['classifier_id']} no longer exists")
-        return load_cached_classifier(self.ctx, doc, device)
+        with self.engine():
+            return load_cached_classifier(self.ctx, doc, device)
 
     def config(self) -> InversionConfig:
         params, method = self.job["params"], self.job["method"]
@@ -180,7 +203,8 @@ class JobRun:
             )
             log.info("job %s resumes from step %d", self.job["id"], method.step_count)
         else:
-            method = build_method(classifier, config, device)
+            with self.engine():
+                method = build_method(classifier, config, device)
         resumed_from = method.step_count
         seconds_before = (
             self.job.get("training_seconds_at_checkpoint", 0.0) if resumed_from else 0.0
@@ -198,6 +222,10 @@ class JobRun:
         def on_checkpoint(state: bytes, step: int) -> None:
             if self.lost.is_set():
                 return
+            with self.service_work():
+                save_checkpoint(state, step)
+
+        def save_checkpoint(state: bytes, step: int) -> None:
             artifacts.put(checkpoint_key, state)
             elapsed = time.perf_counter() - train_start
             try:
@@ -207,16 +235,17 @@ class JobRun:
             except StoreUnavailable as exc:  # the blob is what a resume reads; the record waits
                 log.warning("job %s: checkpoint step not recorded: %s", self.job["id"], exc)
 
-        result = train(
-            method,
-            steps=total,
-            classes=self.job["params"]["classes"],
-            on_progress=on_progress,
-            should_stop=self.should_stop,
-            checkpoint_every=self.ctx.settings.checkpoint_every_steps,
-            on_checkpoint=on_checkpoint,
-            progress_every_s=self.ctx.settings.progress_every_seconds,
-        )
+        with self.engine():
+            result = train(
+                method,
+                steps=total,
+                classes=self.job["params"]["classes"],
+                on_progress=on_progress,
+                should_stop=self.should_stop,
+                checkpoint_every=self.ctx.settings.checkpoint_every_steps,
+                on_checkpoint=on_checkpoint,
+                progress_every_s=self.ctx.settings.progress_every_seconds,
+            )
         if result.stopped_early:
             raise Stopped("stop requested")
         self.update(steps_this_attempt=result.step - resumed_from)
@@ -230,15 +259,13 @@ class JobRun:
         chunks, start = [], time.perf_counter()
         total = len(labels)
         for i, chunk in enumerate(labels.split(SAMPLE_CHUNK)):
-            chunks.append(
-                method.sample(
-                    chunk, dropout=params["sample_dropout"], seed=params["seed"] + i
-                ).cpu()
-            )
+            with self.engine():
+                seed = params["seed"] + i
+                chunks.append(method.sample(chunk, dropout=params["sample_dropout"], seed=seed))
             done = sum(len(c) for c in chunks)
             elapsed = time.perf_counter() - start
             self.report("sampling", done, total, {}, None, done / elapsed if elapsed else None)
-        return torch.cat(chunks), time.perf_counter() - start
+        return torch.cat(chunks).cpu(), time.perf_counter() - start
 
     def _write_results(
         self,
@@ -259,13 +286,14 @@ class JobRun:
             samples_per_second=len(labels) / sampling_seconds if sampling_seconds else None,
             device=str(next(iter(classifier.buffers())).device),
         )
-        metrics = compute_metrics(
-            classifier, delivered, labels, reference_x=reference_x, reference_y=reference_y,
-            cost=cost,
-        )  # fmt: skip
-        outputs = metrics.counterfeit_outputs or classifier_outputs(classifier, delivered)
-        records = score_samples(classifier, delivered, labels, top_k=TOP_K, outputs=outputs)
-        report = audit_report(outputs, metrics.reference_outputs, reference_y)
+        with self.engine():
+            metrics = compute_metrics(
+                classifier, delivered, labels, reference_x=reference_x,
+                reference_y=reference_y, cost=cost,
+            )  # fmt: skip
+            outputs = metrics.counterfeit_outputs or classifier_outputs(classifier, delivered)
+            records = score_samples(classifier, delivered, labels, top_k=TOP_K, outputs=outputs)
+            report = audit_report(outputs, metrics.reference_outputs, reference_y)
         self.report("saving", 0, 1, {}, None, None)
         self._save(delivered, labels, records, metrics.to_dict(), report)
         summary: dict[str, Any] = metrics.to_dict()["overall"]
@@ -338,6 +366,7 @@ def run_job(job_id: str) -> None:
         run.lost = beat.lost
         try:
             final = {"state": "succeeded", "metrics": run.run(), "steps_done": run.steps_done}
+            final["engine_seconds"] = run.engine_seconds
         except Stopped:
             if run.lost.is_set():
                 log.warning("job %s: lease lost, leaving it to its new owner", job_id)
