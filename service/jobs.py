@@ -3,17 +3,23 @@ the job record, cancel, and render the public view. The worker (worker.jobs) run
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import time
 from typing import Any
 
+from celery import Celery
+
 from service.background import new_task
-from service.errors import Conflict, InvalidField
+from service.errors import Conflict, InvalidField, Unavailable
+from service.queue import RUN_INVERSION, publish
 from service.records import CLASSIFIER, DATASET, FINISHED_JOB_STATES, JOB, new_id, new_record
 from service.schemas import InversionCreate, InversionPublic, ProgressPublic, SamplingCreate
 from service.settings import ServiceSettings
-from service.storage import JobStore
+from service.storage import JobStore, Stores
 
+IDEMPOTENCY = "idempotency"
 EVENTS = "job:{id}"
 """Event stream of a job: progress and state changes, for SSE and the loss curves."""
 
@@ -196,3 +202,53 @@ def resume(store: JobStore, job: dict[str, Any]) -> dict[str, Any]:
             "can be resumed"
         )
     return updated
+
+
+def enqueue(stores: Stores, celery: Celery, job: dict[str, Any], *, new: bool = True) -> None:
+    """Store a new job (unless `new` is false: a resumed one) and publish it; 503 when the
+    broker is down, leaving nothing behind."""
+    if new:
+        stores.jobs.create(JOB, job)
+    try:
+        publish(celery, RUN_INVERSION, job["id"])
+    except Exception as exc:
+        if new:
+            stores.jobs.delete(JOB, job["id"])
+        raise Unavailable(f"the task queue is unavailable, job not started: {exc}") from exc
+    stores.jobs.append_event(events_stream(job["id"]), {"type": "state", "state": "queued"})
+
+
+def start_job(
+    stores: Stores,
+    celery: Celery,
+    settings: ServiceSettings,
+    tenant: str,
+    body: InversionCreate,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """Validate and start an inversion job. With an idempotency key, a repeat of the same
+    request returns the job the first one started instead of starting another."""
+    job = new_job(stores.jobs, settings, tenant, body)
+    if idempotency_key is None:
+        enqueue(stores, celery, job)
+        return job
+    key = f"{tenant}:{idempotency_key}"
+    fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    claim = json.dumps({"job_id": job["id"], "fingerprint": fingerprint})
+    existing = stores.jobs.put_key(IDEMPOTENCY, key, claim)
+    if existing is not None:
+        earlier = json.loads(existing)
+        if earlier["fingerprint"] != fingerprint:
+            raise InvalidField(
+                "this Idempotency-Key was used with a different request", field="Idempotency-Key"
+            )
+        first = stores.jobs.get(JOB, earlier["job_id"])
+        if first is None:
+            raise Conflict("the first request with this Idempotency-Key is still in progress")
+        return first
+    try:
+        enqueue(stores, celery, job)
+    except Unavailable:
+        stores.jobs.delete_key(IDEMPOTENCY, key)  # free the key: a retry must start the job
+        raise
+    return job

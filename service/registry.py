@@ -165,3 +165,24 @@ def delete_registered(stores: Stores, kind: str, doc: dict[str, Any], blob_prefi
         raise Conflict(f"the {kind} is being validated; delete it once that has finished")
     stores.jobs.delete(kind, id)
     stores.artifacts.delete_prefix(blob_prefix)
+
+
+def classifier_fields(meta: BaseModel, upload: Upload) -> dict[str, Any]:
+    """A classifier record's own fields, from its validated metadata."""
+    return meta.model_dump()
+
+
+def dataset_fields(meta: BaseModel, upload: Upload) -> dict[str, Any]:
+    """A dataset record's own fields; the format comes from the file name when not given."""
+    fields = meta.model_dump()
+    if fields["format"] is None:
+        name = (upload.filename or "").lower()
+        if name.endswith(".npz"):
+            fields["format"] = "npz"
+        elif name.endswith(".zip"):
+            fields["format"] = "png-zip"
+        else:
+            raise InvalidField(
+                "say `npz` or `png-zip`, or upload a file named *.npz or *.zip", field="format"
+            )
+    return fields

@@ -71,10 +71,21 @@ class ErrorPublic(BaseModel):
 # --- classifiers ---------------------------------------------------------------------------
 
 
-class ClassifierCreate(BaseModel):
-    """Metadata sent as form fields beside the model file."""
+class FormModel(BaseModel):
+    """Metadata sent as multipart form fields: a field left blank takes its default."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_absent(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+        return data
+
+
+class ClassifierCreate(FormModel):
+    """Metadata sent as form fields beside the model file."""
 
     name: Name
     format: Literal["safetensors", "onnx"]
@@ -158,9 +169,7 @@ class ClassifiersPublic(BaseModel):
 # --- datasets ------------------------------------------------------------------------------
 
 
-class DatasetCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DatasetCreate(FormModel):
     name: Name
     format: Literal["npz", "png-zip"] | None = Field(
         None, description="`npz` or `png-zip`; inferred from the file name when omitted."

@@ -13,6 +13,7 @@ from service.errors import Conflict, InvalidField
 from service.records import CLASSIFIER
 from service.registry import (
     blob_chunks,
+    classifier_fields,
     delete_registered,
     get_owned,
     list_registered,
@@ -20,7 +21,6 @@ from service.registry import (
 )
 from service.schemas import ClassifierCreate, ClassifierPublic, ClassifiersPublic
 from service.storage import keys
-from service.uploads import Upload
 
 router = APIRouter(prefix="/classifiers", tags=["classifiers"])
 
@@ -43,10 +43,6 @@ def to_public(doc: dict[str, Any]) -> ClassifierPublic:
         reason=(doc.get("error") or {}).get("detail"),
         links=links,
     )
-
-
-def _fields(meta: ClassifierCreate, upload: Upload) -> dict[str, Any]:
-    return meta.model_dump()
 
 
 def verdict_response(doc: dict[str, Any], response: Response, public: Any) -> Any:
@@ -90,7 +86,7 @@ async def create_classifier(
         settings=settings,
         schema=ClassifierCreate,
         upload_key=keys.classifier_upload,
-        fields=_fields,
+        fields=classifier_fields,
     )
     return verdict_response(doc, response, to_public(doc))
 

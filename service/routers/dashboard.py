@@ -31,18 +31,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from PIL import Image
-from pydantic import ValidationError, model_validator
+from pydantic import ValidationError
 
 from service import plots, report, samples
 from service.auth import client_is_local, open_access, tenant_for_key
 from service.deps import CeleryDep, SettingsDep, StoresDep, current_tenant
 from service.errors import InvalidField, NotFound, Problem, problem_response
-from service.jobs import cancel
+from service.jobs import cancel, start_job
 from service.records import CLASSIFIER, DATASET, FINISHED_JOB_STATES, JOB
-from service.registry import get_owned, register_upload
-from service.routers import classifiers as classifier_routes
-from service.routers import datasets as dataset_routes
-from service.routers import inversions as inversion_routes
+from service.registry import classifier_fields, dataset_fields, get_owned, register_upload
+from service.routers.classifiers import to_public as classifier_public
+from service.routers.datasets import to_public as dataset_public
 from service.schemas import ClassifierCreate, DatasetCreate, InversionCreate
 from service.settings import ServiceSettings
 from service.storage import ArtifactStore, Stores, keys
@@ -310,27 +309,6 @@ def home(tenant: PageTenant) -> Response:
 # --- classifiers --------------------------------------------------------------------------------
 
 
-def _drop_blanks(data: Any) -> Any:
-    """A form field left blank takes its default."""
-    if isinstance(data, dict):
-        return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
-    return data
-
-
-class ClassifierForm(ClassifierCreate):
-    @model_validator(mode="before")
-    @classmethod
-    def _blanks(cls, data: Any) -> Any:
-        return _drop_blanks(data)
-
-
-class DatasetForm(DatasetCreate):
-    @model_validator(mode="before")
-    @classmethod
-    def _blanks(cls, data: Any) -> Any:
-        return _drop_blanks(data)
-
-
 def _registry_page(
     request: Request, stores: Stores, tenant: str, status: int = 200, error: str | None = None
 ) -> HTMLResponse:
@@ -344,8 +322,8 @@ def _registry_page(
         "classifiers.html",
         status,
         nav="classifiers",
-        classifiers=[classifier_routes.to_public(d) for d in docs],
-        datasets=[dataset_routes.to_public(d) for d in datasets],
+        classifiers=[classifier_public(d) for d in docs],
+        datasets=[dataset_public(d) for d in datasets],
         job_counts=job_counts,
         error=error,
         uploaded=request.query_params.get("uploaded"),
@@ -366,9 +344,9 @@ async def _upload(
     celery: Celery,
     settings: ServiceSettings,
 ) -> Response:
-    schema: Any = ClassifierForm if kind == CLASSIFIER else DatasetForm
+    schema: Any = ClassifierCreate if kind == CLASSIFIER else DatasetCreate
     upload_key = keys.classifier_upload if kind == CLASSIFIER else keys.dataset_upload
-    fields: Any = classifier_routes._fields if kind == CLASSIFIER else dataset_routes._fields
+    fields = classifier_fields if kind == CLASSIFIER else dataset_fields
     try:
         doc = await register_upload(
             request, kind=kind, tenant=tenant, stores=stores, celery=celery, settings=settings,
@@ -516,7 +494,7 @@ def inversion_from_form(form: dict[str, str]) -> InversionCreate:
 
 
 @router.post("/jobs", response_class=HTMLResponse, dependencies=[SameOrigin])
-async def start_job(
+async def start_job_form(
     request: Request,
     tenant: PageTenant,
     stores: StoresDep,
@@ -526,21 +504,13 @@ async def start_job(
     form = {k: str(v) for k, v in (await request.form()).items()}
     try:
         body = inversion_from_form(form)
-        job = inversion_routes.create_inversion(
-            body=body,
-            response=Response(),
-            tenant=tenant,
-            stores=stores,
-            celery=celery,
-            settings=settings,
-            idempotency_key=form.get("idempotency_key") or None,
-        )
+        job = start_job(stores, celery, settings, tenant, body, form.get("idempotency_key") or None)
     except Problem as exc:
         where = f"{exc.field}: " if exc.field and not exc.detail.startswith(exc.field) else ""
         return _jobs_page(
             request, stores, tenant, status=exc.status, error=where + exc.detail, form=form
         )
-    return RedirectResponse(f"/dashboard/jobs/{job.id}", status_code=303)
+    return RedirectResponse(f"/dashboard/jobs/{job['id']}", status_code=303)
 
 
 def owned_job(id: str, tenant: PageTenant, stores: StoresDep) -> dict[str, Any]:

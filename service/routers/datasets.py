@@ -7,13 +7,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service.deps import CeleryDep, SettingsDep, StoresDep, TenantDep
-from service.errors import InvalidField
 from service.records import DATASET
-from service.registry import delete_registered, get_owned, list_registered, register_upload
+from service.registry import (
+    dataset_fields,
+    delete_registered,
+    get_owned,
+    list_registered,
+    register_upload,
+)
 from service.routers.classifiers import verdict_response
 from service.schemas import DatasetCreate, DatasetPublic, DatasetsPublic
 from service.storage import keys
-from service.uploads import Upload
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -32,21 +36,6 @@ def to_public(doc: dict[str, Any]) -> DatasetPublic:
         reason=(doc.get("error") or {}).get("detail"),
         links={"self": f"/datasets/{doc['id']}"},
     )
-
-
-def _fields(meta: DatasetCreate, upload: Upload) -> dict[str, Any]:
-    fields = meta.model_dump()
-    if fields["format"] is None:
-        name = (upload.filename or "").lower()
-        if name.endswith(".npz"):
-            fields["format"] = "npz"
-        elif name.endswith(".zip"):
-            fields["format"] = "png-zip"
-        else:
-            raise InvalidField(
-                "say `npz` or `png-zip`, or upload a file named *.npz or *.zip", field="format"
-            )
-    return fields
 
 
 @router.post(
@@ -75,7 +64,7 @@ async def create_dataset(
         settings=settings,
         schema=DatasetCreate,
         upload_key=keys.dataset_upload,
-        fields=_fields,
+        fields=dataset_fields,
     )
     return verdict_response(doc, response, to_public(doc))
 

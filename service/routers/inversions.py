@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -15,9 +14,16 @@ from starlette.concurrency import run_in_threadpool
 
 from service import samples
 from service.deps import CeleryDep, SettingsDep, StoresDep, TenantDep
-from service.errors import Conflict, InvalidField, Unavailable
-from service.jobs import cancel, events_stream, new_job, new_sampling_job, resume, to_public
-from service.queue import RUN_INVERSION, publish
+from service.errors import Conflict, InvalidField
+from service.jobs import (
+    cancel,
+    enqueue,
+    events_stream,
+    new_sampling_job,
+    resume,
+    start_job,
+    to_public,
+)
 from service.records import FINISHED_JOB_STATES, JOB
 from service.registry import get_owned
 from service.schemas import (
@@ -31,7 +37,6 @@ from service.storage import Stores, keys
 
 router = APIRouter(prefix="/inversions", tags=["inversions"])
 
-IDEMPOTENCY = "idempotency"
 RETRY_AFTER_SECONDS = "2"
 SSE_POLL_SECONDS = 0.5
 SSE_KEEPALIVE_SECONDS = 15.0
@@ -51,18 +56,6 @@ def _with_status_headers(response: Response, job: dict[str, Any]) -> InversionPu
     return to_public(job)
 
 
-def _enqueue(stores: Stores, celery: Any, job: dict[str, Any], *, new: bool = True) -> None:
-    if new:
-        stores.jobs.create(JOB, job)
-    try:
-        publish(celery, RUN_INVERSION, job["id"])
-    except Exception as exc:
-        if new:
-            stores.jobs.delete(JOB, job["id"])
-        raise Unavailable(f"the task queue is unavailable, job not started: {exc}") from exc
-    stores.jobs.append_event(events_stream(job["id"]), {"type": "state", "state": "queued"})
-
-
 @router.post("", status_code=202, response_model=InversionPublic)
 def create_inversion(
     body: InversionCreate,
@@ -75,28 +68,7 @@ def create_inversion(
 ) -> InversionPublic:
     """Start an inversion job. With an `Idempotency-Key` header, repeating the same request
     returns the job it started instead of starting another."""
-    job = new_job(stores.jobs, settings, tenant, body)
-    if idempotency_key is not None:
-        fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-        claim = json.dumps({"job_id": job["id"], "fingerprint": fingerprint})
-        existing = stores.jobs.put_key(IDEMPOTENCY, f"{tenant}:{idempotency_key}", claim)
-        if existing is not None:
-            earlier = json.loads(existing)
-            if earlier["fingerprint"] != fingerprint:
-                raise InvalidField(
-                    "this Idempotency-Key was used with a different request",
-                    field="Idempotency-Key",
-                )
-            first = stores.jobs.get(JOB, earlier["job_id"])
-            if first is None:
-                raise Conflict("the first request with this Idempotency-Key is still in progress")
-            return _with_status_headers(response, first)
-    try:
-        _enqueue(stores, celery, job)
-    except Unavailable:
-        if idempotency_key is not None:  # free the key: the client's retry must start the job
-            stores.jobs.delete_key(IDEMPOTENCY, f"{tenant}:{idempotency_key}")
-        raise
+    job = start_job(stores, celery, settings, tenant, body, idempotency_key)
     return _with_status_headers(response, job)
 
 
@@ -139,7 +111,7 @@ def resume_inversion(
 ) -> InversionPublic:
     """Queue a cancelled or failed job again; training continues from its last checkpoint."""
     resumed = resume(stores.jobs, job)
-    _enqueue(stores, celery, resumed, new=False)
+    enqueue(stores, celery, resumed, new=False)
     return _with_status_headers(response, resumed)
 
 
@@ -229,7 +201,7 @@ def sample_more(
 ) -> InversionPublic:
     """Draw new samples from this job's trained generator: a quick follow-up job, no training."""
     follow_up = new_sampling_job(settings, job, body)
-    _enqueue(stores, celery, follow_up)
+    enqueue(stores, celery, follow_up)
     return _with_status_headers(response, follow_up)
 
 
