@@ -80,6 +80,7 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "soft_logit_scale": (0.0, 100.0),
     "pixel_steps": (1, 100_000),
     "pixel_lr": (1e-7, 100.0),
+    "pixel_stop_confidence": (0.0, 1.0),
     "pixel_batch_size": (1, 4096),
     "sample_batch_size": (1, 65_536),
     "seed": (0, 2**63 - 1),
@@ -105,6 +106,8 @@ class InversionConfig:
     soft_logit_scale: float = 1.0  # soft: conditioning = softmax(scale · N(0, I)), argmax → y
     pixel_steps: int = 200  # pixel: Adam steps per sample
     pixel_lr: float = 0.1  # pixel: Adam learning rate on the pixel logits
+    pixel_stop_confidence: float = 0.0  # pixel: stop a batch once all its p_y reach this
+    # (0: always `pixel_steps`, the fixed budget of the fooling-images baseline)
     pixel_batch_size: int = 250  # pixel: samples optimised together (independent per sample)
     sample_batch_size: int = 1000  # generator forward batch when sampling
     seed: int = 0  # seeds weights, z, dropout masks and labels: CPU runs are reproducible
@@ -188,6 +191,7 @@ _FIELD_TYPES: dict[str, type] = {
     "soft_logit_scale": float,
     "pixel_steps": int,
     "pixel_lr": float,
+    "pixel_stop_confidence": float,
     "pixel_batch_size": int,
     "sample_batch_size": int,
     "seed": int,

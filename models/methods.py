@@ -132,6 +132,7 @@ class InversionMethod(abc.ABC):
         self.input_shape = classifier.input_shape
         self.step_count = 0
         self.last_confident_share = float("nan")
+        self.last_min_confidence = float("nan")
         self.label_rng = torch.Generator().manual_seed(config.seed)
         self.train_rng = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.sample_rng = torch.Generator(device=self.device).manual_seed(config.seed + 2)
@@ -245,6 +246,7 @@ class InversionMethod(abc.ABC):
         with torch.no_grad():
             p_target = F.softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)  # (n,)
             self.last_confident_share = (p_target >= CONFIDENT).float().mean().item()
+            self.last_min_confidence = p_target.min().item() if p_target.numel() else 1.0
         terms = {
             "kl": kl_divergence_loss(target, logits),
             "ce": cross_entropy_loss(logits, labels),
@@ -412,9 +414,12 @@ class PixelMethod(InversionMethod):
             theta = torch.randn(len(chunk), *self.input_shape, generator=rng, device=self.device)
             theta.requires_grad_(True)
             optimizer = torch.optim.Adam([theta], lr=self.config.pixel_lr)
+            stop_at = self.config.pixel_stop_confidence
             with torch.enable_grad():
                 for _ in range(self.config.pixel_steps):
                     self._pixel_step(theta, optimizer, chunk)
+                    if stop_at > 0 and self.last_min_confidence >= stop_at:
+                        break  # p_y of the images before this step; one more step is harmless
             chunks.append(torch.sigmoid(theta.detach()))
         if not chunks:
             return torch.empty(0, *self.input_shape, device=self.device)

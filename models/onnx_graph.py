@@ -9,6 +9,7 @@ topologically sorted graph of bounded size. `onnx.load` is never called: bytes a
 `ModelProto.ParseFromString`, which never touches the file system.
 
 Features for the diversity losses: the input of the last Gemm/MatMul node, else the logits.
+A graph that ends in Softmax returns probabilities: its logits are read before that Softmax.
 """
 
 from __future__ import annotations
@@ -206,6 +207,16 @@ class OnnxGraphModule(nn.Module):
                 self._add_constant(f"const_{index}", node.output[0], _constant_value(attrs))
                 continue
             self.nodes.append((node.op_type, list(node.input), list(node.output), attrs))
+        self.ends_in_softmax = False
+        producer = {out: n for n in self.nodes for out in n[2]}
+        last = producer.get(self.output_name)
+        while last is not None and last[0] == "Identity":
+            last = producer.get(last[1][0])
+        if last is not None and last[0] == "Softmax":
+            # A graph that returns probabilities: its logits are the input of that Softmax
+            # (softmax of probabilities would flatten every confidence towards 1/K).
+            self.output_name = last[1][0]
+            self.ends_in_softmax = True
         matmuls = [n for n in self.nodes if n[0] in ("Gemm", "MatMul")]
         self.feature_name = matmuls[-1][1][0] if matmuls else self.output_name
 

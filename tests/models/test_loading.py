@@ -301,3 +301,13 @@ def test_unknown_architecture_config_key() -> None:
     with pytest.raises(ValueError, match="no config key 'depth'"):
         build_architecture("mlp", (1, 8, 8), 3, depth=3)
     assert io  # keep the import for readers copying the pattern
+
+
+def test_onnx_graph_ending_in_softmax_yields_logits() -> None:
+    model = nn.Sequential(factories.random_model("mlp", (1, 8, 8), 3), nn.Softmax(dim=1)).eval()
+    classifier = load_classifier(
+        factories.onnx_bytes(model, (1, 8, 8), dynamo=False), factories.spec("onnx", (1, 8, 8), 3)
+    )
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(classifier(x).softmax(1), model(x), atol=1e-5)
