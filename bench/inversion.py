@@ -146,7 +146,7 @@ def run_shape(shape: tuple[int, int, int], args: argparse.Namespace) -> dict[str
         f"feature cosine {real_div.reference_feature_cosine:.3f} "
         f"(c3: {runs['c3'].metrics.overall.feature_cosine:.3f})"
     )
-    if args.img_dir:
+    if args.img_dir and shape == (1, 28, 28):
         save_images(runs, data.test_x, data.test_y, shape, Path(args.img_dir))
     return runs
 

@@ -39,7 +39,9 @@ from models.losses import (
 __all__ = [
     "METHODS",
     "C3Method",
+    "InversionConfig",
     "InversionMethod",
+    "LossWeights",
     "PixelMethod",
     "SoftMethod",
     "build_method",
