@@ -24,7 +24,7 @@ from safetensors.torch import save as safetensors_save
 
 from models.architectures import ARCHITECTURES, build_architecture
 from models.classifier import LoadedClassifier
-from models.onnx_graph import OnnxGraphModule, parse_model, validate_model
+from models.onnx_graph import MAX_PARAMETERS, OnnxGraphModule, parse_model, validate_model
 from models.spec import ClassifierRejected, ClassifierSpec
 
 __all__ = [
@@ -184,10 +184,22 @@ def _build_torch(data: bytes, spec: ClassifierSpec) -> torch.nn.Module:
             "or upload an ONNX export instead"
         )
     try:
+        with torch.device("meta"):  # count first: a config must not allocate a huge model
+            skeleton = build_architecture(
+                name, spec.input_shape, spec.num_classes, **spec.architecture_config
+            )
+        size = sum(t.numel() for t in skeleton.state_dict().values())
+        if size > MAX_PARAMETERS:
+            raise ClassifierRejected(
+                f"architecture {name!r} with this config has {size:,} parameters: at most "
+                f"{MAX_PARAMETERS:,} are accepted"
+            )
         model = build_architecture(
             name, spec.input_shape, spec.num_classes, **spec.architecture_config
         )
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, RuntimeError) as error:
+        if isinstance(error, ClassifierRejected):
+            raise
         raise ClassifierRejected(f"cannot build architecture {name!r}: {error}") from None
     tensors = _load_safetensors(data)
     expected = model.state_dict()
@@ -438,7 +450,8 @@ def probe_num_classes(
     name = architecture or ""
     if name not in ARCHITECTURES:
         raise ClassifierRejected(f"unknown architecture {name!r}")
-    skeleton = build_architecture(name, input_shape, 2, **(architecture_config or {}))
+    with torch.device("meta"):  # names and shapes only, nothing allocated
+        skeleton = build_architecture(name, input_shape, 2, **(architecture_config or {}))
     head = _output_layer(skeleton)
     tensors = _load_safetensors(data)
     if head is None or f"{head}.weight" not in tensors:

@@ -31,6 +31,7 @@ __all__ = ["MAX_NODES", "SUPPORTED_OPS", "OnnxGraphModule", "parse_model", "vali
 
 MAX_NODES = 20_000
 MAX_PARAMETERS = 200_000_000  # float values over all initializers and constants
+MAX_CREATED_VALUES = 50_000_000  # elements one ConstantOfShape/Expand may create
 MIN_OPSET, MAX_OPSET = 7, 23
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -278,6 +279,13 @@ def _req(args: list[Tensor | None], index: int) -> Tensor:
     if value is None:
         raise ClassifierRejected(f"missing required ONNX operator input #{index}")
     return value
+
+
+def _check_created(shape: Sequence[int]) -> None:
+    if any(d < 0 for d in shape) or math.prod(shape) > MAX_CREATED_VALUES:
+        raise ClassifierRejected(
+            f"the ONNX graph creates a tensor of shape {list(shape)}: too large or invalid"
+        )
 
 
 def _ints(value: Tensor | None) -> list[int]:
@@ -706,6 +714,7 @@ def _constant_of_shape(
     args: list[Tensor | None], attrs: dict[str, Any], opset: int
 ) -> list[Tensor]:
     shape = _ints(_req(args, 0))
+    _check_created(shape)
     fill = _to_tensor(attrs["value"]) if "value" in attrs else torch.zeros(1)
     return [
         torch.full(shape, fill.flatten()[0].item(), dtype=fill.dtype, device=_req(args, 0).device)
@@ -753,6 +762,7 @@ def _slice(args: list[Tensor | None], attrs: dict[str, Any], opset: int) -> list
 def _expand(args: list[Tensor | None], attrs: dict[str, Any], opset: int) -> list[Tensor]:
     x, shape = _req(args, 0), _ints(_req(args, 1))
     target = torch.broadcast_shapes(tuple(x.shape), tuple(shape))
+    _check_created(list(target))
     return [x.expand(target)]
 
 

@@ -180,6 +180,10 @@ def test_weights_that_do_not_fit_the_architecture_are_refused() -> None:
     _rejected(data, factories.spec("safetensors", (1, 28, 28), 10, "nope"), "unknown architecture")
     bad = factories.spec("safetensors", (1, 28, 28), 10, "mlp", architecture_config={"wide": 1})
     _rejected(data, bad, "cannot build")
+    huge = factories.spec(
+        "safetensors", (1, 28, 28), 10, "mlp", architecture_config={"hidden": [100_000, 100_000]}
+    )
+    _rejected(data, huge, "parameters: at most")
 
 
 def test_class_count_mismatch_is_refused() -> None:
