@@ -1,6 +1,11 @@
-"""Reading a finished job's samples: the index (samples.json), image responses that caches may
-keep forever, the grid, and exports. A succeeded job's files never change, so its index is
-cached per process."""
+"""Reading a finished job's samples: the index (samples.json), the pixels (samples.npz), image
+responses that caches may keep forever, the grid, and exports.
+
+A job stores its images once, as one uint8 array in samples.npz (exactly the pixels the worker
+scored), not as a file per sample: a job is a handful of blobs whatever its size, and PNGs are
+encoded on request (tens of microseconds each). A succeeded job never changes, so its index and
+pixels are cached per process.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ import io
 import json
 import zipfile
 from collections import OrderedDict
+from collections.abc import Callable
 from threading import Lock
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import Request, Response
@@ -18,11 +24,27 @@ from PIL import Image
 
 from service.errors import Conflict, NotFound
 from service.schemas import SamplePublic, TopKPublic
-from service.storage import ArtifactNotFound, ArtifactStore, keys
+from service.storage import ArtifactStore, keys
 
-_CACHE_SIZE = 32
-_cache: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+T = TypeVar("T")
+_CACHE_SIZE = 16
+_cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
 _lock = Lock()
+GRID_PAD = 2
+
+
+def _cached(job_id: str, what: str, load: Callable[[], T]) -> T:
+    with _lock:
+        if (job_id, what) in _cache:
+            _cache.move_to_end((job_id, what))
+            cached: T = _cache[(job_id, what)]
+            return cached
+    value = load()
+    with _lock:
+        _cache[(job_id, what)] = value
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return value
 
 
 def require_succeeded(job: dict[str, Any]) -> None:
@@ -36,23 +58,26 @@ def require_succeeded(job: dict[str, Any]) -> None:
 def sample_index(artifacts: ArtifactStore, job: dict[str, Any]) -> list[dict[str, Any]]:
     """The job's samples.json: one record per sample (target, predicted, confidence, top_k)."""
     require_succeeded(job)
-    with _lock:
-        if job["id"] in _cache:
-            _cache.move_to_end(job["id"])
-            return _cache[job["id"]]
-    records: list[dict[str, Any]] = json.loads(
-        artifacts.get(keys.job_samples_json(job["tenant"], job["id"]))
-    )
-    with _lock:
-        _cache[job["id"]] = records
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return records
+    key = keys.job_samples_json(job["tenant"], job["id"])
+    return _cached(job["id"], "index", lambda: json.loads(artifacts.get(key)))
+
+
+def pixels(artifacts: ArtifactStore, job: dict[str, Any]) -> np.ndarray:
+    """Every sample's pixels, (n, c, h, w) uint8, from samples.npz."""
+    require_succeeded(job)
+
+    def load() -> np.ndarray:
+        data = artifacts.get(keys.job_samples_npz(job["tenant"], job["id"]))
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return np.asarray(npz["x"])
+
+    return _cached(job["id"], "pixels", load)
 
 
 def forget(job_id: str) -> None:
     with _lock:
-        _cache.pop(job_id, None)
+        for key in [k for k in _cache if k[0] == job_id]:
+            del _cache[key]
 
 
 def to_public(job: dict[str, Any], rec: dict[str, Any]) -> SamplePublic:
@@ -80,49 +105,59 @@ def immutable(request: Request, data: bytes, media_type: str) -> Response:
     return Response(data, media_type=media_type, headers=headers)
 
 
+def _image(array: np.ndarray) -> Image.Image:
+    """(c, h, w) uint8 → a grey or RGB image."""
+    return Image.fromarray(array[0] if array.shape[0] == 1 else array[:3].transpose(1, 2, 0))
+
+
+def encode_png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
 def sample_png(artifacts: ArtifactStore, job: dict[str, Any], index: int) -> bytes:
-    require_succeeded(job)
-    try:
-        return artifacts.get(keys.job_sample_png(job["tenant"], job["id"], index))
-    except ArtifactNotFound:
-        raise NotFound(f"job {job['id']} has no sample {index}") from None
+    images = pixels(artifacts, job)
+    if not 0 <= index < len(images):
+        raise NotFound(f"job {job['id']} has no sample {index} (it has {len(images)})")
+    return encode_png(_image(images[index]))
 
 
 def grid_png(artifacts: ArtifactStore, job: dict[str, Any], classes: list[int] | None) -> bytes:
-    """Rows of samples, one row per class (the worker renders each row once)."""
-    require_succeeded(job)
+    """The samples in a grid: one row per class, samples left to right, on white."""
+    records, images = sample_index(artifacts, job), pixels(artifacts, job)
     trained = job["params"]["classes"]
     wanted = trained if classes is None else classes
     missing = [c for c in wanted if c not in trained]
     if missing:
         raise NotFound(f"job {job['id']} has no samples of class {missing[0]}")
-    rows = [
-        Image.open(io.BytesIO(artifacts.get(keys.job_grid_row(job["tenant"], job["id"], c))))
-        for c in wanted
-    ]
-    grid = Image.new(rows[0].mode, (max(r.width for r in rows), sum(r.height for r in rows)))
-    top = 0
-    for row in rows:
-        grid.paste(row, (0, top))
-        top += row.height
-    out = io.BytesIO()
-    grid.save(out, format="PNG")
-    return out.getvalue()
+    rows = [[r["index"] for r in records if r["target"] == c] for c in wanted]
+    _, channels, h, w = images.shape
+    columns = max(len(r) for r in rows)
+    mode = "L" if channels == 1 else "RGB"
+    grid = Image.new(mode, (columns * (w + GRID_PAD) + GRID_PAD, len(rows) * (h + GRID_PAD)
+                            + GRID_PAD), "white")  # fmt: skip
+    for y, row in enumerate(rows):
+        for x, index in enumerate(row):
+            grid.paste(_image(images[index]), (GRID_PAD + x * (w + GRID_PAD),
+                                               GRID_PAD + y * (h + GRID_PAD)))  # fmt: skip
+    return encode_png(grid)
 
 
 def samples_zip(artifacts: ArtifactStore, job: dict[str, Any]) -> bytes:
     """Every sample as PNG, with samples.json and metrics.json."""
     records = sample_index(artifacts, job)
-    tenant, id = job["tenant"], job["id"]
+    images = pixels(artifacts, job)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
         for rec in records:
             archive.writestr(
-                f"samples/{rec['index']:06d}.png",
-                artifacts.get(keys.job_sample_png(tenant, id, rec["index"])),
+                f"samples/{rec['index']:06d}.png", encode_png(_image(images[rec["index"]]))
             )
         archive.writestr("samples.json", json.dumps(records, indent=1))
-        archive.writestr("metrics.json", artifacts.get(keys.job_metrics_json(tenant, id)))
+        archive.writestr(
+            "metrics.json", artifacts.get(keys.job_metrics_json(job["tenant"], job["id"]))
+        )
     return out.getvalue()
 
 

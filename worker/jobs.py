@@ -25,7 +25,6 @@ import torch
 
 from models.config import InversionConfig
 from models.device import pick_device
-from models.images import grid_png, png_bytes
 from models.methods import InversionMethod, build_method, build_method_from_state, get_method
 from models.metrics import Cost, compute_metrics
 from models.ood import audit_report
@@ -321,11 +320,6 @@ class JobRun:
         report: dict[str, Any],
     ) -> None:
         artifacts, tenant, id = self.ctx.stores.artifacts, self.tenant, self.job["id"]
-        for i, img in enumerate(images):
-            artifacts.put(keys.job_sample_png(tenant, id, i), png_bytes(img))
-        for cls in self.job["params"]["classes"]:
-            row = labels == cls
-            artifacts.put(keys.job_grid_row(tenant, id, cls), grid_png(images[row], labels[row]))
         index = [
             {"index": r.index, "target": r.target, "predicted": r.predicted,
              "confidence": r.confidence, "top_k": r.top_k}

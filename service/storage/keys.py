@@ -44,20 +44,12 @@ def job_generator(tenant: str, id: str) -> str:
     return f"{job_prefix(tenant, id)}/generator.pt"
 
 
-def job_sample_png(tenant: str, id: str, index: int) -> str:
-    return f"{job_prefix(tenant, id)}/samples/{index:06d}.png"
-
-
-def job_grid_row(tenant: str, id: str, cls: int) -> str:
-    """One row of the grid (one class); the API stacks rows for `grid.png?classes=`."""
-    return f"{job_prefix(tenant, id)}/grid/{cls:05d}.png"
-
-
 def job_samples_json(tenant: str, id: str) -> str:
     return f"{job_prefix(tenant, id)}/samples.json"
 
 
 def job_samples_npz(tenant: str, id: str) -> str:
+    """Every sample's pixels (`x`: n×c×h×w uint8) with targets, predictions, confidences."""
     return f"{job_prefix(tenant, id)}/samples.npz"
 
 

@@ -146,7 +146,6 @@ def verdict(page: Any, row: str) -> str:
 
 
 def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) -> None:
-    started = time.monotonic()
     model = classifier_file(tmp_path)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
@@ -297,5 +296,3 @@ def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) ->
 
     assert not problems, problems
     context.close()
-    elapsed = time.monotonic() - started
-    assert elapsed < 90, f"the browser path took {elapsed:.0f} s"

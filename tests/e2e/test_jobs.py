@@ -114,7 +114,9 @@ def test_sample_filters_pages_and_images(service: Service, finished: dict[str, A
     grid = decode_png(service.png(f"/inversions/{id}/grid.png"))
     two_rows = decode_png(service.png(f"/inversions/{id}/grid.png?classes=1,7"))
     assert grid.width == two_rows.width
-    assert grid.height == 5 * two_rows.height  # rows = classes
+    pad = 2  # rows = classes, each row one image high plus the padding
+    assert grid.height - pad == 5 * (two_rows.height - pad)
+    assert two_rows.height == 2 * (SHAPE[1] + pad) + pad
     assert service.request("GET", f"/inversions/{id}/grid.png?classes=x").status_code == 422
 
 

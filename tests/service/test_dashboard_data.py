@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from service import plots, report
 from service.jobs import events_stream
@@ -52,12 +51,6 @@ def seed_dataset(stores: Stores, tenant: str, side: int, count: int = 200) -> di
     doc["task"]["state"] = "done"
     stores.jobs.create(DATASET, doc)
     return doc
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="PNG")
-    return out.getvalue()
 
 
 def _figures(rng: np.random.Generator, conf: np.ndarray, reference: bool) -> dict[str, Any]:
@@ -139,10 +132,6 @@ def seed_job(
             "index": i, "target": t, "predicted": predicted, "confidence": float(conf[i]),
             "top_k": [[predicted, float(top)], [other if predicted == t else t, float(rest)]],
         })  # fmt: skip
-        stores.artifacts.put(keys.job_sample_png(tenant, job["id"], i), _png(pixels[i, 0]))
-    for cls in classes:
-        row = np.concatenate(list(pixels[targets == cls, 0]), axis=1)
-        stores.artifacts.put(keys.job_grid_row(tenant, job["id"], cls), _png(row))
     metrics = {
         "overall": _figures(rng, conf, reference),
         "per_class": {
