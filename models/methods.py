@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from models.classifier import LoadedClassifier
 from models.config import InversionConfig, LossWeights
+from models.device import to_channels_last
 from models.generator import ConditionedGenerator
 from models.losses import (
     cosine_similarity_loss,
@@ -289,6 +290,7 @@ class GeneratorMethod(InversionMethod):
                 width=config.width,
                 dropout=config.dropout,
             ).to(self.device)
+            to_channels_last(self.generator)
         self.optimizer = torch.optim.Adam(
             self.generator.parameters(), lr=config.lr, betas=config.betas
         )
