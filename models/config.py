@@ -109,7 +109,7 @@ class InversionConfig:
     pixel_stop_confidence: float = 0.0  # pixel: stop a batch once all its p_y reach this
     # (0: always `pixel_steps`, the fixed budget of the fooling-images baseline)
     pixel_batch_size: int = 250  # pixel: samples optimised together (independent per sample)
-    sample_batch_size: int = 1000  # generator forward batch when sampling
+    sample_batch_size: int = 500  # generator forward batch when sampling
     seed: int = 0  # seeds weights, z, dropout masks and labels: CPU runs are reproducible
 
     def __post_init__(self) -> None:

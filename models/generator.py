@@ -2,6 +2,7 @@
 
 z ⊕ c → FC → reshape to (w₀, h₀, w₀') → transposed convolutions that double the size, each with
 BatchNorm, LeakyReLU and channel dropout → 3x3 conv → centre crop → sigmoid into [0, 1].
+In eval mode each BatchNorm is folded into the layer before it (same values, fewer passes).
 After the first up-convolution the label is injected again as a *hot conditioning matrix*:
 K planes, all zeros except the plane of the label, all ones ("deeper conditioning", so the
 label cannot be ignored). The number of up-convolutions adapts to the declared input shape so
@@ -14,6 +15,7 @@ a run resumed from a checkpoint draws exactly the same masks as an uninterrupted
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -24,6 +26,15 @@ __all__ = ["ConditionedGenerator", "upsampling_plan"]
 MIN_BASE_SIDE = 5  # the first feature map's shorter side is at least this many pixels
 MAX_UPSAMPLINGS = 4
 MAX_WIDTH = 256
+
+
+def _bn_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as y = scale · x + shift, per channel."""
+    mean, var = norm.running_mean, norm.running_var
+    if mean is None or var is None:
+        raise RuntimeError("the generator's BatchNorm layers track running statistics")
+    scale = norm.weight / torch.sqrt(var + norm.eps)
+    return scale, norm.bias - mean * scale
 
 
 def upsampling_plan(height: int, width: int) -> tuple[int, int, int]:
@@ -83,13 +94,27 @@ class ConditionedGenerator(nn.Module):
     ) -> torch.Tensor:
         """`dropout` switches channel dropout on (training, or diverse sampling)."""
         n = z.shape[0]
-        x = self.fc(torch.cat([z, condition], dim=1))  # (n, w0 * h0 * w0')
-        x = x.view(n, self.widths[0], self.base_h, self.base_w)  # (n, w0, h0, w0')
-        x = F.leaky_relu(self.fc_norm(x), self.negative_slope)
-        for level, (up, norm) in enumerate(zip(self.ups, self.norms, strict=True)):
+        if self.training:
+            x = self.fc(torch.cat([z, condition], dim=1))  # (n, w0 * h0 * w0')
+            x = self.fc_norm(x.view(n, self.widths[0], self.base_h, self.base_w))
+        else:  # BatchNorm folded into the layer before it: same values, one pass fewer
+            weight, bias = self._folded_fc()
+            x = F.linear(torch.cat([z, condition], dim=1), weight, bias)
+            x = x.view(n, self.widths[0], self.base_h, self.base_w)  # (n, w0, h0, w0')
+        x = F.leaky_relu(x, self.negative_slope)
+        for level, (up_module, norm_module) in enumerate(zip(self.ups, self.norms, strict=True)):
+            up = cast(nn.ConvTranspose2d, up_module)
+            norm = cast(nn.BatchNorm2d, norm_module)
             if level == self.inject_at:
                 x = torch.cat([x, self._hot_matrix(labels, x)], dim=1)  # (n, w + K, h, w)
-            x = F.leaky_relu(norm(up(x)), self.negative_slope)  # (n, w', 2h, 2w)
+            if self.training:
+                x = norm(up(x))
+            else:
+                scale, shift = _bn_affine(norm)
+                weight = up.weight * scale.view(1, -1, 1, 1)  # (c_in, c_out, 4, 4)
+                bias = shift if up.bias is None else up.bias * scale + shift
+                x = F.conv_transpose2d(x, weight, bias, stride=2, padding=1)
+            x = F.leaky_relu(x, self.negative_slope)  # (n, w', 2h, 2w)
             if dropout and self.dropout > 0:
                 x = self._channel_dropout(x, rng)
         x = self.to_pixels(x)  # (n, C, H', W'), H' >= H, W' >= W
@@ -98,6 +123,14 @@ class ConditionedGenerator(nn.Module):
         left = (x.shape[3] - width) // 2
         x = x[:, :, top : top + height, left : left + width]  # (n, C, H, W)
         return torch.sigmoid(x)
+
+    def _folded_fc(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """FC weights with the following BatchNorm (per channel of the reshaped map) folded in."""
+        scale, shift = _bn_affine(self.fc_norm)
+        per_feature = self.base_h * self.base_w
+        scale = scale.repeat_interleave(per_feature)  # (w0 * h0 * w0',)
+        shift = shift.repeat_interleave(per_feature)
+        return self.fc.weight * scale[:, None], self.fc.bias * scale + shift
 
     def _hot_matrix(self, labels: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """K planes of like's size: ones on the label's plane, zeros elsewhere."""

@@ -159,6 +159,22 @@ def test_generator_adapts_to_any_input_shape(shape: tuple[int, int, int]) -> Non
     assert out.max() <= 1
 
 
+def test_generator_eval_mode_folds_batchnorm_exactly() -> None:
+    generator = ConditionedGenerator((3, 20, 36), num_classes=4, latent_dim=8, width=4)
+    labels = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+    condition = torch.nn.functional.one_hot(labels, 4).float()
+    with torch.no_grad():
+        for _ in range(3):  # non-trivial running statistics
+            generator(torch.randn(8, 8), condition, labels, dropout=True)
+        generator.eval()
+        z = torch.randn(8, 8)
+        folded = generator(z, condition, labels)
+        for module in generator.modules():  # the unfolded path, BatchNorm in eval mode
+            module.training = module is generator
+        unfolded = generator(z, condition, labels)
+    assert torch.allclose(folded, unfolded, atol=1e-6)
+
+
 @pytest.mark.parametrize("shape", [(3, 32, 32), (1, 20, 36)])
 def test_methods_run_on_rgb_and_non_square_classifiers(shape: tuple[int, int, int]) -> None:
     classifier = LoadedClassifier(factories.random_model("paper-cnn", shape), shape, "abcdefghij")
