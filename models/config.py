@@ -26,6 +26,7 @@ class LossWeights:
     cosine: float = 0.1  # mean pairwise feature cosine similarity (diversity)
     orthogonality: float = 0.1  # ‖F̂F̂ᵀ − I‖²_F / N² (diversity)
     tv: float = 0.0  # total variation image prior (off by default)
+    mode_seeking: float = 0.0  # 1 / (image distance / latent distance), MSGAN (diversity)
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -15,6 +15,7 @@ __all__ = [
     "cosine_similarity_loss",
     "cross_entropy_loss",
     "kl_divergence_loss",
+    "mode_seeking_loss",
     "orthogonality_loss",
     "total_variation_loss",
 ]
@@ -84,3 +85,26 @@ def total_variation_loss(images: torch.Tensor) -> torch.Tensor:
     dh = (images[:, :, 1:, :] - images[:, :, :-1, :]).abs().mean()
     dw = (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean()
     return dh + dw
+
+
+def mode_seeking_loss(
+    images: torch.Tensor,
+    latents: torch.Tensor,
+    groups: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """1 / mean_{i≠j} (‖x_i − x_j‖₁ / ‖z_i − z_j‖₁), per-element means (MSGAN, Mao et al. 2019).
+
+    Penalises a generator that maps different latents to the same image (mode collapse),
+    which the feature-space terms cannot see when tiny pixel changes already decorrelate the
+    classifier's features.
+    """
+    n = images.shape[0]
+    image_gap = torch.cdist(images.flatten(1), images.flatten(1), p=1) / images[0].numel()
+    latent_gap = torch.cdist(latents, latents, p=1) / latents.shape[1]
+    mask = _pair_mask(n, groups, None, images.device)
+    mask = mask & ~torch.eye(n, dtype=torch.bool, device=images.device)
+    if not mask.any():
+        return images.new_zeros(())
+    ratio = (image_gap / (latent_gap + eps))[mask].mean()
+    return 1.0 / (ratio + eps)

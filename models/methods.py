@@ -33,6 +33,7 @@ from models.losses import (
     cosine_similarity_loss,
     cross_entropy_loss,
     kl_divergence_loss,
+    mode_seeking_loss,
     orthogonality_loss,
     total_variation_loss,
 )
@@ -242,8 +243,12 @@ class InversionMethod(abc.ABC):
         images: torch.Tensor,
         target: torch.Tensor,
         labels: torch.Tensor,
+        latents: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Weighted total and every named term for images (n, C, H, W) aimed at target (n, K)."""
+        """Weighted total and every named term for images (n, C, H, W) aimed at target (n, K).
+
+        `latents` (n, d): the generator's z, for the mode-seeking term (0 without them).
+        """
         logits, features = self.classifier.forward_with_features(images)
         groups = labels if self.config.per_class_diversity else None
         with torch.no_grad():
@@ -256,6 +261,11 @@ class InversionMethod(abc.ABC):
             "cosine": cosine_similarity_loss(features, groups),
             "orthogonality": orthogonality_loss(features, groups),
             "tv": total_variation_loss(images),
+            "mode_seeking": (
+                mode_seeking_loss(images, latents, groups)
+                if latents is not None
+                else images.new_zeros(())
+            ),
         }
         w = self.weights
         fade = self.diversity_scale()
@@ -265,6 +275,7 @@ class InversionMethod(abc.ABC):
             + fade * w.cosine * terms["cosine"]
             + fade * w.orthogonality * terms["orthogonality"]
             + w.tv * terms["tv"]
+            + fade * w.mode_seeking * terms["mode_seeking"]
         )
         named = {key: float(value.detach()) for key, value in terms.items()}
         named["total"] = float(total.detach())
@@ -307,7 +318,7 @@ class GeneratorMethod(InversionMethod):
         )
         target = self.condition(labels, self.train_rng)  # (n, K)
         images = self.generator(z, target, labels, dropout=True, rng=self.train_rng)  # (n, C, H, W)
-        total, named = self._loss_terms(images, target, labels)
+        total, named = self._loss_terms(images, target, labels, z)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()

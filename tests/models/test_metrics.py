@@ -34,6 +34,32 @@ def test_auroc_hand_values() -> None:
     assert auroc([], [1]) is None
 
 
+def test_loss_terms_hand_values() -> None:
+    from models.losses import (
+        cosine_similarity_loss,
+        kl_divergence_loss,
+        mode_seeking_loss,
+        orthogonality_loss,
+    )
+
+    features = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    groups = torch.tensor([0, 0, 1])
+    assert cosine_similarity_loss(features).item() == pytest.approx(2 * (1 / math.sqrt(2)) / 3)
+    assert cosine_similarity_loss(features, groups).item() == pytest.approx(0.0)
+    # ‖F̂F̂ᵀ − I‖²_F / N²: off-diagonal cosines 0, 1/√2, 1/√2 (each twice) → 2 · (0.5 + 0.5) / 9
+    assert orthogonality_loss(features).item() == pytest.approx(2.0 / 9)
+    logits = torch.tensor([[2.0, 0.0]])
+    log_p0 = math.log(math.exp(2) / (math.exp(2) + 1))
+    assert kl_divergence_loss(torch.tensor([[1.0, 0.0]]), logits).item() == pytest.approx(-log_p0)
+    soft = torch.tensor([[0.5, 0.5]])
+    expected = 0.5 * math.log(0.5) * 2 - 0.5 * (log_p0 + math.log(1 / (math.exp(2) + 1)))
+    assert kl_divergence_loss(soft, logits).item() == pytest.approx(expected)
+    images = torch.tensor([[0.0, 0.0], [1.0, 0.0]]).view(2, 1, 1, 2)
+    latents = torch.tensor([[0.0, 0.0], [2.0, 2.0]])
+    # image gap 0.5 per element, latent gap 2 per element → ratio 0.25 → loss 4
+    assert mode_seeking_loss(images, latents).item() == pytest.approx(4.0, rel=1e-3)
+
+
 def test_distances_and_diversity_hand_values() -> None:
     bank = torch.tensor([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]])
     queries = torch.tensor([[0.0, 1.0]])
