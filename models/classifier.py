@@ -79,11 +79,9 @@ class LoadedClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] images (n, c, h, w) → logits (n, K)."""
-        return (
-            self.forward_with_features(x)[0]
-            if self._wraps_features()
-            else self.model(self.normalise(x))
-        )
+        if self._wraps_features():
+            return self.forward_with_features(x)[0]
+        return self.model(self.normalise(x))  # (n, K)
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[0, 1] images (n, c, h, w) → (logits (n, K), features (n, d))."""

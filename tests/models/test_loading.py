@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 from pathlib import Path
@@ -304,7 +303,6 @@ def test_spec_validation_messages() -> None:
 def test_unknown_architecture_config_key() -> None:
     with pytest.raises(ValueError, match="no config key 'depth'"):
         build_architecture("mlp", (1, 8, 8), 3, depth=3)
-    assert io  # keep the import for readers copying the pattern
 
 
 def test_onnx_graph_ending_in_softmax_yields_logits() -> None:
