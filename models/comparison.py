@@ -6,7 +6,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -30,7 +30,6 @@ class MethodRun:
     targets: torch.Tensor  # (n,)
     train_seconds: float
     samples_per_second: float
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def run_method(

@@ -76,7 +76,7 @@ def train_classifier(
     architecture: str = "paper-cnn",
     data: DigitsData | None = None,
     *,
-    epochs: int = 15,
+    epochs: int = 25,
     batch_size: int = 64,
     lr: float = 1e-3,
     seed: int = 0,

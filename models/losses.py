@@ -32,32 +32,22 @@ def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return F.cross_entropy(logits, labels)
 
 
-def _pair_mask(
-    n: int, groups: torch.Tensor | None, include: torch.Tensor | None, device: torch.device
-) -> torch.Tensor:
-    """(n, n) bool: pairs that count, diagonal included.
-
-    `groups` (n,) keeps same-group pairs only; `include` (n,) bool keeps pairs of included
-    samples only.
-    """
-    mask = torch.ones(n, n, dtype=torch.bool, device=device)
-    if groups is not None:
-        mask = mask & (groups[:, None] == groups[None, :])
-    if include is not None:
-        mask = mask & include[:, None] & include[None, :]
-    return mask
+def _pair_mask(n: int, groups: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """(n, n) bool: pairs that count (same group when `groups` (n,) is given), diagonal included."""
+    if groups is None:
+        return torch.ones(n, n, dtype=torch.bool, device=device)
+    return groups[:, None] == groups[None, :]
 
 
 def cosine_similarity_loss(
     features: torch.Tensor,
     groups: torch.Tensor | None = None,
-    include: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean of cos(f_i, f_j) over pairs i ≠ j (of the same group), minimised for diversity."""
     n = features.shape[0]
     unit = F.normalize(features.flatten(1), dim=1)  # (n, d)
     similarity = unit @ unit.T  # (n, n)
-    mask = _pair_mask(n, groups, include, features.device)
+    mask = _pair_mask(n, groups, features.device)
     mask = mask & ~torch.eye(n, dtype=torch.bool, device=features.device)
     pairs = mask.sum()
     if pairs == 0:
@@ -68,13 +58,12 @@ def cosine_similarity_loss(
 def orthogonality_loss(
     features: torch.Tensor,
     groups: torch.Tensor | None = None,
-    include: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """‖F̂ F̂ᵀ − I‖²_F / N² (per group: over the same-group blocks, divided by Σ_g N_g²)."""
     n = features.shape[0]
     unit = F.normalize(features.flatten(1), dim=1)  # (n, d)
     gram = unit @ unit.T - torch.eye(n, device=features.device, dtype=unit.dtype)  # (n, n)
-    mask = _pair_mask(n, groups, include, features.device)
+    mask = _pair_mask(n, groups, features.device)
     if not mask.any():
         return features.new_zeros(())
     return (gram.square() * mask).sum() / mask.sum()
@@ -102,7 +91,7 @@ def mode_seeking_loss(
     n = images.shape[0]
     image_gap = torch.cdist(images.flatten(1), images.flatten(1), p=1) / images[0].numel()
     latent_gap = torch.cdist(latents, latents, p=1) / latents.shape[1]
-    mask = _pair_mask(n, groups, None, images.device)
+    mask = _pair_mask(n, groups, images.device)
     mask = mask & ~torch.eye(n, dtype=torch.bool, device=images.device)
     if not mask.any():
         return images.new_zeros(())
