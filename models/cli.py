@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="train paper-cnn on digits and compare the methods")
     demo.add_argument("--per-class", type=int, default=20)
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    demo.add_argument("--out", type=Path, default=None, help="write grids (c3/soft/pixel) here")
+    demo.add_argument(
+        "--out", type=Path, default=None,
+        help="write grids (c3/soft/pixel), the classifier and the held-out reference set here",
+    )  # fmt: skip
     demo.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -264,8 +267,23 @@ def _demo(args: argparse.Namespace) -> int:
             (args.out / f"{run.label}_vs_real.png").write_bytes(
                 encode_png(hstack_arrays([fake, real]))
             )
-        print(f"grids in {args.out}")
+        _export_demo_files(args.out, trained.model, data.test_x, data.test_y)
+        print(
+            f"grids, classifier.safetensors (paper-cnn, 1x28x28) and reference.npz "
+            f"(held-out digits) in {args.out}"
+        )
     return 0
+
+
+def _export_demo_files(out: Path, model: Any, x: Any, y: Any) -> None:
+    """The demo's classifier and held-out set, as a user would upload them to the service."""
+    import numpy as np
+    from safetensors.torch import save
+
+    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    (out / "classifier.safetensors").write_bytes(save(weights))
+    with (out / "reference.npz").open("wb") as f:
+        np.savez(f, x=(x * 255).round().byte().numpy(), y=y.numpy())
 
 
 if __name__ == "__main__":

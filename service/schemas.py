@@ -214,6 +214,9 @@ class LossWeightsIn(BaseModel):
     cosine: float | None = Field(None, ge=0, le=100, description="pairwise feature cosine")
     orthogonality: float | None = Field(None, ge=0, le=100, description="feature orthogonality")
     tv: float | None = Field(None, ge=0, le=100, description="total-variation image prior")
+    mode_seeking: float | None = Field(
+        None, ge=0, le=100, description="mode-seeking term (MSGAN): against collapsed classes"
+    )
 
 
 Method = Literal["c3", "soft", "pixel"]
