@@ -34,7 +34,9 @@ def test_compose_file_validates_and_wires_the_services() -> None:
         assert device["driver"] == "nvidia"
         assert device["capabilities"] == ["gpu"]
         assert worker["command"][worker["command"].index("--concurrency") + 1] == "1"
-    gpus = [services[n]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
-            for n in ("worker-gpu0", "worker-gpu1")]
+    gpus = [
+        services[n]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
+        for n in ("worker-gpu0", "worker-gpu1")
+    ]
     assert gpus == [["0"], ["1"]]  # one worker process per GPU
     assert all(services[n]["volumes"] for n in ("api", "worker-gpu0", "worker-validate"))

@@ -1,6 +1,6 @@
 """Run a check on untrusted bytes in a child process with CPU-time, memory and wall-clock limits.
 
-Children come from a *zygote*: a fresh interpreter (`python -m worker.sandbox`, environment
+Children come from a *zygote*: a fresh interpreter (`worker.sandbox.zygote`, environment
 stripped, so it holds no store connections or credentials) that imports torch and the loaders
 once, then forks one child per check. A check thus starts in milliseconds instead of the
 1.5 s an interpreter with torch takes to start. Each child applies its limits before it touches
@@ -81,7 +81,9 @@ class Sandbox:
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1",
                    "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "worker.sandbox"],
+                # Not `-m worker.sandbox`: as __main__ this module's classes (Rejected) would be
+                # other classes than the ones the checks raise.
+                [sys.executable, "-c", "from worker.sandbox import zygote; zygote()"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd="/",
                 start_new_session=True,
             )  # fmt: skip
@@ -222,7 +224,3 @@ def zygote() -> None:
         replies.write(json.dumps({"exit": os.waitstatus_to_exitcode(status),
                                   "answer": answer}) + "\n")  # fmt: skip
         replies.flush()
-
-
-if __name__ == "__main__":
-    zygote()

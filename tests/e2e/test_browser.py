@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts" / "browser"
 SIDE = 8  # digits at their native 8×8: jobs take a second or two
 EPOCHS = 15  # ~90% held-out accuracy in a few seconds
-STEPS = 50
+C3_STEPS = 600  # long enough (a few seconds) to watch the progress bar move
+PIXEL_STEPS = 50
 ENV = {
     "C3_HEARTBEAT_SECONDS": "0.5",
     "C3_STALE_AFTER_SECONDS": "3",
@@ -193,7 +194,7 @@ def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) ->
     page.goto(f"{service.url}/dashboard/jobs")
     page.select_option("select[name=dataset_id]", dataset_id)
     page.fill("input[name=samples_per_class]", "8")
-    page.fill("input[name=steps]", str(STEPS))
+    page.fill("input[name=steps]", str(C3_STEPS))
     page.fill("input[name=seed]", "1")
     page.click("#start-form button[type=submit]")
     page.wait_for_url(re.compile(r".*/dashboard/jobs/job_\w+$"))
@@ -222,7 +223,7 @@ def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) ->
         pixel = api.post(
             "/inversions",
             json={"classifier_id": api.get("/classifiers").json()["data"][0]["id"],
-                  "method": "pixel", "samples_per_class": 8, "steps": STEPS, "seed": 1,
+                  "method": "pixel", "samples_per_class": 8, "steps": PIXEL_STEPS, "seed": 1,
                   "dataset_id": dataset_id},
         ).json()  # fmt: skip
 
