@@ -18,7 +18,9 @@ _BATCH = 200
 @translate_errors(RedisError)
 class RedisJobStore:
     def __init__(self, url: str, prefix: str = "c3:") -> None:
-        self._r = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        self._r = redis.Redis.from_url(
+            url, socket_timeout=10, socket_connect_timeout=5, decode_responses=True
+        )
         self._p = prefix
 
     def _rec(self, kind: str, id: str) -> str:
@@ -60,7 +62,7 @@ class RedisJobStore:
             while True:
                 try:
                     pipe.watch(key)
-                    raw: bytes | None = pipe.get(key)  # type: ignore[assignment]
+                    raw: str | None = pipe.get(key)  # type: ignore[assignment]
                     old = json.loads(raw) if raw else None
                     new = mutate(json.loads(raw)) if raw else None
                     if old is None or new is None:
@@ -104,7 +106,7 @@ class RedisJobStore:
             index = self._by_tenant(kind, tenant)
         else:
             index = self._all(kind)
-        ids = [i.decode() for i in self._r.zrevrange(index, 0, -1)]
+        ids = [str(i) for i in self._r.zrevrange(index, 0, -1)]
         matching: list[Doc] = []
         for start in range(0, len(ids), _BATCH):
             chunk = ids[start : start + _BATCH]
@@ -141,7 +143,7 @@ class RedisJobStore:
 
     def get_key(self, namespace: str, key: str) -> str | None:
         raw = self._r.hget(f"{self._p}keys:{namespace}", key)
-        return raw.decode() if raw is not None else None
+        return str(raw) if raw is not None else None
 
     def count_keys(self, namespace: str) -> int:
         return int(self._r.hlen(f"{self._p}keys:{namespace}"))
