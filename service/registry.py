@@ -27,13 +27,14 @@ MAX_WAIT_SECONDS = 120.0
 ID_PREFIXES = {CLASSIFIER: "clf", DATASET: "ds"}
 
 
-def parse_form(model: type[M], fields: dict[str, str]) -> M:
-    """Validate form fields into `model`; the first error names its field."""
+def parse_form(model: type[M], fields: dict[str, Any]) -> M:
+    """Validate form fields into `model`; the first error names its field (a list's field, not
+    its item: `input_shape`, not `input_shape.2`)."""
     try:
         return model.model_validate(fields)
     except ValidationError as exc:
         errors = [
-            {"field": str(e["loc"][0]) if e["loc"] else None,
+            {"field": ".".join(str(p) for p in e["loc"] if not isinstance(p, int)) or None,
              "detail": e["msg"].removeprefix("Value error, ")}
             for e in exc.errors()
         ]  # fmt: skip

@@ -31,7 +31,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from PIL import Image
-from pydantic import ValidationError
 
 from service import plots, report, samples
 from service.auth import client_is_local, open_access, tenant_for_key
@@ -39,7 +38,13 @@ from service.deps import CeleryDep, SettingsDep, StoresDep, current_tenant
 from service.errors import InvalidField, NotFound, Problem, problem_response
 from service.jobs import cancel, start_job
 from service.records import CLASSIFIER, DATASET, FINISHED_JOB_STATES, JOB
-from service.registry import classifier_fields, dataset_fields, get_owned, register_upload
+from service.registry import (
+    classifier_fields,
+    dataset_fields,
+    get_owned,
+    parse_form,
+    register_upload,
+)
 from service.routers.classifiers import to_public as classifier_public
 from service.routers.datasets import to_public as dataset_public
 from service.schemas import ClassifierCreate, DatasetCreate, InversionCreate
@@ -484,13 +489,7 @@ def inversion_from_form(form: dict[str, str]) -> InversionCreate:
     if weights:
         fields["loss_weights"] = weights
     fields["sample_dropout"] = form.get("sample_dropout") in ("on", "true", "1")
-    try:
-        return InversionCreate.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
-        message = first["msg"].removeprefix("Value error, ")
-        raise InvalidField(f"{field}: {message}" if field else message, field=field) from exc
+    return parse_form(InversionCreate, fields)
 
 
 @router.post("/jobs", response_class=HTMLResponse, dependencies=[SameOrigin])
