@@ -142,3 +142,17 @@ def test_api_starts_on_a_public_bind_once_a_key_exists(tmp_path) -> None:  # typ
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_readiness_reports_an_unreachable_store(c3_env: dict[str, str]) -> None:
+    from service.app import create_app
+    from service.settings import ServiceSettings
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with TestClient(create_app(ServiceSettings(redis_url=dead)), client=("127.0.0.1", 1)) as api:
+        assert api.get("/healthz").status_code == 200  # the process is up ...
+        ready = api.get("/readyz")
+        assert ready.status_code == 503  # ... but not ready
+        assert ready.json()["checks"]["job_store"].startswith("unavailable")
+        assert ready.json()["checks"]["broker"].startswith("unavailable")
+        assert ready.json()["checks"]["blob_store"] == "ok"
