@@ -96,14 +96,7 @@ def new_job(
         "seed": body.seed if body.seed is not None else secrets.randbelow(2**31),
         "sample_dropout": body.sample_dropout,
     }
-    return new_record(
-        tenant, new_id("job"), "queued",
-        kind="inversion", parent_id=None, classifier_id=classifier["id"],
-        dataset_id=body.dataset_id, method=body.method, params=params,
-        class_names=classifier["class_names"], input_shape=classifier["input_shape"],
-        cancel_requested=False, progress=None, started_at=None, finished_at=None,
-        metrics=None, sample_count=None,
-    )  # fmt: skip
+    return _job_record(tenant, "inversion", None, classifier, body.dataset_id, body.method, params)
 
 
 def new_sampling_job(
@@ -133,13 +126,31 @@ def new_sampling_job(
         if body.sample_dropout is None
         else body.sample_dropout,
     }
+    classifier = {"id": parent["classifier_id"], "class_names": parent["class_names"],
+                  "input_shape": parent["input_shape"]}  # fmt: skip
+    return _job_record(
+        parent["tenant"], "sampling", source["id"], classifier, parent["dataset_id"],
+        parent["method"], params,
+    )  # fmt: skip
+
+
+def _job_record(
+    tenant: str,
+    kind: str,
+    parent_id: str | None,
+    classifier: dict[str, Any],
+    dataset_id: str | None,
+    method: str,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """A queued job. It copies the classifier's class names and shape, so that its results
+    stay readable after the classifier is deleted."""
     return new_record(
-        parent["tenant"], new_id("job"), "queued",
-        kind="sampling", parent_id=source["id"], classifier_id=parent["classifier_id"],
-        dataset_id=parent["dataset_id"], method=parent["method"], params=params,
-        class_names=parent["class_names"], input_shape=parent["input_shape"],
-        cancel_requested=False, progress=None, started_at=None, finished_at=None,
-        metrics=None, sample_count=None,
+        tenant, new_id("job"), "queued",
+        kind=kind, parent_id=parent_id, classifier_id=classifier["id"], dataset_id=dataset_id,
+        method=method, params=params, class_names=classifier["class_names"],
+        input_shape=classifier["input_shape"], cancel_requested=False, progress=None,
+        started_at=None, finished_at=None, metrics=None, sample_count=None,
     )  # fmt: skip
 
 

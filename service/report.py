@@ -11,10 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from threading import Lock
 from typing import Any, Literal, TypeVar
 
 from markupsafe import Markup
@@ -39,29 +36,6 @@ DETECTOR_LABELS = {
     "knn": "k-NN feature distance",
 }
 
-# --- a small cache of what never changes once a job has succeeded ---------------------------
-
-_CACHE_SIZE = 64
-_cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
-_lock = Lock()
-
-
-def cached(job: dict[str, Any], name: str, build: Callable[[], T]) -> T:
-    """`build()` once per succeeded job and `name`; unfinished jobs are never cached."""
-    if job["state"] != "succeeded":
-        return build()
-    key = (job["id"], name)
-    with _lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    value = build()
-    with _lock:
-        _cache[key] = value
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return value
-
 
 def _json_artifact(artifacts: ArtifactStore, key: str) -> Any | None:
     try:
@@ -74,7 +48,7 @@ def job_metrics(artifacts: ArtifactStore, job: dict[str, Any]) -> dict[str, Any]
     """metrics.json: `overall` and per class (the engine's keys, shown as they are)."""
     samples.require_succeeded(job)
     key = keys.job_metrics_json(job["tenant"], job["id"])
-    return cached(job, "metrics", lambda: _json_artifact(artifacts, key) or {})
+    return samples.cached(job, "metrics", lambda: _json_artifact(artifacts, key) or {})
 
 
 def job_report_figures(artifacts: ArtifactStore, job: dict[str, Any]) -> dict[str, Any] | None:
@@ -82,7 +56,7 @@ def job_report_figures(artifacts: ArtifactStore, job: dict[str, Any]) -> dict[st
     none (a job that finished before the report existed)."""
     samples.require_succeeded(job)
     key = keys.job_report_json(job["tenant"], job["id"])
-    return cached(job, "report", lambda: _json_artifact(artifacts, key))
+    return samples.cached(job, "report", lambda: _json_artifact(artifacts, key))
 
 
 # --- metric tables ----------------------------------------------------------------------------
@@ -282,7 +256,7 @@ def job_histogram(artifacts: ArtifactStore, job: dict[str, Any]) -> plots.Histog
             series.append(("real reference", reference))
         return plots.confidence_histogram(series)
 
-    return cached(job, "histogram", build)
+    return samples.cached(job, "histogram", build)
 
 
 # --- training curves from the event stream ---------------------------------------------------
@@ -343,7 +317,7 @@ def training_curves(store: JobStore, job: dict[str, Any]) -> Curves:
                 share.append((step, float(confident)))
         return Curves(losses=losses, confident_share=share)
 
-    return cached(job, "curves", build)
+    return samples.cached(job, "curves", build)
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -506,7 +480,7 @@ def inlined_grid(artifacts: ArtifactStore, job: dict[str, Any]) -> dict[int, lis
             for cls, recs in rows.items()
         }
 
-    return cached(job, "inlined-grid", build)
+    return samples.cached(job, "inlined-grid", build)
 
 
 def _or_dash(value: float, spec: str) -> str:

@@ -4,7 +4,8 @@ responses that caches may keep forever, the grid, and exports.
 A job stores its images once, as one uint8 array in samples.npz (exactly the pixels the worker
 scored), not as a file per sample: a job is a handful of blobs whatever its size, and PNGs are
 encoded on request (tens of microseconds each). A succeeded job never changes, so its index and
-pixels are cached per process.
+pixels, and the figures derived from them (service.report, the dashboard), are cached per
+process: `cached` is the one cache.
 """
 
 from __future__ import annotations
@@ -27,21 +28,26 @@ from service.schemas import SamplePublic, TopKPublic
 from service.storage import ArtifactStore, keys
 
 T = TypeVar("T")
-_CACHE_SIZE = 16
+_CACHE_SIZE = 64
 _cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
 _lock = Lock()
 GRID_PAD = 2
 
 
-def _cached(job_id: str, what: str, load: Callable[[], T]) -> T:
+def cached(job: dict[str, Any], name: str, build: Callable[[], T]) -> T:
+    """`build()` once per succeeded job and `name` (its files never change); an unfinished
+    job's figures are never cached."""
+    if job["state"] != "succeeded":
+        return build()
+    key = (job["id"], name)
     with _lock:
-        if (job_id, what) in _cache:
-            _cache.move_to_end((job_id, what))
-            cached: T = _cache[(job_id, what)]
-            return cached
-    value = load()
+        if key in _cache:
+            _cache.move_to_end(key)
+            value: T = _cache[key]
+            return value
+    value = build()
     with _lock:
-        _cache[(job_id, what)] = value
+        _cache[key] = value
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
     return value
@@ -59,7 +65,7 @@ def sample_index(artifacts: ArtifactStore, job: dict[str, Any]) -> list[dict[str
     """The job's samples.json: one record per sample (target, predicted, confidence, top_k)."""
     require_succeeded(job)
     key = keys.job_samples_json(job["tenant"], job["id"])
-    return _cached(job["id"], "index", lambda: json.loads(artifacts.get(key)))
+    return cached(job, "index", lambda: json.loads(artifacts.get(key)))
 
 
 def pixels(artifacts: ArtifactStore, job: dict[str, Any]) -> np.ndarray:
@@ -71,7 +77,7 @@ def pixels(artifacts: ArtifactStore, job: dict[str, Any]) -> np.ndarray:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return np.asarray(npz["x"])
 
-    return _cached(job["id"], "pixels", load)
+    return cached(job, "pixels", load)
 
 
 def forget(job_id: str) -> None:
@@ -169,17 +175,15 @@ def samples_npz(artifacts: ArtifactStore, job: dict[str, Any]) -> bytes:
 def reject_class_dataset(artifacts: ArtifactStore, job: dict[str, Any]) -> bytes:
     """The counterfeits as a labelled "reject class" training set: every image gets label K (one
     past the classifier's classes), so a team can retrain with a garbage class."""
-    require_succeeded(job)
-    with np.load(io.BytesIO(samples_npz(artifacts, job)), allow_pickle=False) as npz:
-        x = npz["x"]
-        targets = npz["targets"]
+    x = pixels(artifacts, job)
+    targets = np.array([r["target"] for r in sample_index(artifacts, job)], dtype=np.int64)
     reject = len(job["class_names"])
     out = io.BytesIO()
     np.savez_compressed(
         out,
         x=x,
         y=np.full(len(x), reject, dtype=np.int64),
-        counterfeit_of=targets.astype(np.int64),
+        counterfeit_of=targets,
         class_names=np.array([*job["class_names"], "reject"]),
     )
     return out.getvalue()

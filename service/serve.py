@@ -120,18 +120,17 @@ def serve(settings: ServiceSettings, *, workers: int) -> int:
     if settings.embedded and lock is None:
         print(f"c3: another `c3 serve` is using {settings.data_dir}", file=sys.stderr)
         return 2
-    refusal = _bind_refusal(settings)
-    if refusal:
-        print(f"c3: {refusal}", file=sys.stderr)
-        return 2
-    if settings.embedded:
-        stores = open_stores(settings)
-        try:
-            requeued = recover(stores.jobs, make_celery(settings))
-        finally:
-            stores.close()
-        if requeued:
-            log.info("re-queued %d unfinished record(s): %s", len(requeued), ", ".join(requeued))
+    stores = open_stores(settings)
+    try:
+        refusal = refuse_unsafe_bind(settings, stores.jobs)
+        if refusal:
+            print(f"c3: {refusal}", file=sys.stderr)
+            return 2
+        requeued = recover(stores.jobs, make_celery(settings)) if settings.embedded else []
+    finally:
+        stores.close()
+    if requeued:
+        log.info("re-queued %d unfinished record(s): %s", len(requeued), ", ".join(requeued))
     supervisor = WorkerSupervisor(worker_commands(workers))
     supervisor.start()
     # uvicorn handles SIGINT/SIGTERM, then re-raises them to the handlers it found: make those

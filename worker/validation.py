@@ -8,7 +8,7 @@ import hashlib
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,17 @@ def _limits(ctx: WorkerContext) -> Limits:
     return Limits(s.validate_cpu_seconds, s.validate_memory_mb, s.validate_wall_seconds)
 
 
-def _file_chunks(path: Path, size: int = 1024 * 1024) -> Any:
+def _file_chunks(path: Path, size: int = 1024 * 1024) -> Iterator[bytes]:
     with path.open("rb") as f:
         while chunk := f.read(size):
             yield chunk
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    for chunk in _file_chunks(path):
+def _hashing(chunks: Iterator[bytes], digest: Any) -> Iterator[bytes]:
+    """Pass chunks through while hashing them: the file is read once to store and to hash."""
+    for chunk in chunks:
         digest.update(chunk)
-    return digest.hexdigest()
+        yield chunk
 
 
 def _validate(
@@ -84,8 +84,11 @@ def _validate(
                 },
             }
         else:
-            artifacts.put_stream(canonical_key(tenant, record_id), _file_chunks(canonical))
-            verdict = {"state": "ready", "canonical_sha256": _sha256(canonical), **report}
+            digest = hashlib.sha256()
+            artifacts.put_stream(
+                canonical_key(tenant, record_id), _hashing(_file_chunks(canonical), digest)
+            )
+            verdict = {"state": "ready", "canonical_sha256": digest.hexdigest(), **report}
     verdict["validated_at"] = time.time()
     if lease.finish(store, lambda d: {**d, **verdict}) is not None:
         artifacts.delete_prefix(upload_key(tenant, record_id))

@@ -574,7 +574,7 @@ def _class_records(artifacts: ArtifactStore, job: dict[str, Any], cls: int) -> l
     def build() -> list[dict[str, Any]]:
         return [r for r in samples.sample_index(artifacts, job) if r["target"] == cls]
 
-    return report.cached(job, f"class-{cls}", build)
+    return samples.cached(job, f"class-{cls}", build)
 
 
 def _check_class(job: dict[str, Any], cls: int) -> None:
@@ -602,7 +602,7 @@ def class_page(
     _check_class(job, cls)
     records = _class_records(stores.artifacts, job, cls)
     if sort != "index":
-        records = report.cached(
+        records = samples.cached(
             job, f"class-{cls}-{sort}", lambda: sorted(records, key=SORTS[sort])
         )
     page, pages = _pages(page, len(records), SAMPLES_PER_PAGE)
@@ -641,7 +641,7 @@ def class_strip(artifacts: ArtifactStore, job: dict[str, Any], cls: int) -> byte
         strip.save(out, format="PNG")
         return out.getvalue()
 
-    return report.cached(job, f"strip-{cls}", build)
+    return samples.cached(job, f"strip-{cls}", build)
 
 
 @router.get("/jobs/{id}/classes/{cls}/strip.png", response_class=Response)
