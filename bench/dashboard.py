@@ -49,7 +49,7 @@ def main() -> int:
 def run(args: argparse.Namespace) -> int:
     from fastapi.testclient import TestClient
 
-    from service import report, samples
+    from service import samples
     from service.app import create_app
     from service.settings import ServiceSettings
     from service.storage import open_stores
@@ -83,8 +83,6 @@ def run(args: argparse.Namespace) -> int:
     }
 
     def clear_caches() -> None:
-        with report._lock:
-            report._cache.clear()
         samples.forget(id)
         samples.forget(baseline["id"])
 
