@@ -24,8 +24,8 @@ from safetensors.torch import save as safetensors_save
 
 from models.architectures import ARCHITECTURES, build_architecture
 from models.classifier import LoadedClassifier
+from models.contracts.classifier import ClassifierRejected, ClassifierSpec
 from models.onnx_graph import MAX_PARAMETERS, OnnxGraphModule, parse_model, validate_model
-from models.spec import ClassifierRejected, ClassifierSpec
 
 __all__ = [
     "MAX_CLASSIFIER_BYTES",

@@ -7,7 +7,7 @@
   vectors whose argmax is the label, trained with KL(c ‖ p) + CE + λ_cos · cosine.
 - `pixel`: direct pixel optimisation from noise, per sample ("fooling images", Nguyen et al.,
   CVPR 2015): Adam on sigmoid-parametrised pixels, ascending log p_y. No generator: every
-  sample costs `pixel_steps` forward/backward passes.
+  sample costs `steps` forward/backward passes.
 
 The base class freezes the classifier; every method owns three seeded `torch.Generator`s
 (labels, training noise, sampling noise) that are part of its state, so a run resumed from a
@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch.nn import functional as F
 
 from models.classifier import LoadedClassifier
-from models.config import InversionConfig, LossWeights
+from models.contracts.artifacts import CONFIDENT
+from models.contracts.inversion import METHODS as METHOD_NAMES
+from models.contracts.inversion import InversionConfig
 from models.device import to_channels_last
 from models.generator import ConditionedGenerator
 from models.losses import (
@@ -41,9 +42,7 @@ from models.losses import (
 __all__ = [
     "METHODS",
     "C3Method",
-    "InversionConfig",
     "InversionMethod",
-    "LossWeights",
     "PixelMethod",
     "SoftMethod",
     "build_method",
@@ -55,16 +54,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CONFIDENT = 0.99  # p_y at or above this counts as "confident"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the config of models.contracts (pixel's budget is `steps`)
 
 M = TypeVar("M", bound="type[InversionMethod]")
 METHODS: dict[str, type[InversionMethod]] = {}
 
 
 def register_method(cls: M) -> M:
-    """Class decorator: register an `InversionMethod` subclass under its `name`."""
+    """Class decorator: register an `InversionMethod` subclass under its `name`, one of the
+    names the contracts declare (so the API, which cannot import this module, knows them)."""
     name = cls.name
+    if name not in METHOD_NAMES:
+        raise ValueError(f"method {name!r} is not declared in models.contracts.inversion")
     if name in METHODS:
         raise ValueError(f"method {name!r} is registered twice")
     METHODS[name] = cls
@@ -99,7 +100,7 @@ def build_method_from_state(
     device: torch.device | str | None = None,
 ) -> InversionMethod:
     """Rebuild a method from `state_dict()` output (its config travels inside)."""
-    method = build_method(classifier, InversionConfig.from_dict(state["config"]), device)
+    method = build_method(classifier, InversionConfig.model_validate(state["config"]), device)
     method.load_state_dict(state)
     return method
 
@@ -114,7 +115,6 @@ class InversionMethod(abc.ABC):
 
     name: ClassVar[str]
     needs_training: ClassVar[bool] = True  # False: `sample` does all the work (pixel)
-    default_weights: ClassVar[Callable[[], LossWeights]] = LossWeights.c3
 
     def __init__(
         self,
@@ -123,18 +123,17 @@ class InversionMethod(abc.ABC):
         device: torch.device | str | None = None,
     ) -> None:
         if config.method != self.name:
-            config = replace(config, method=self.name)
+            raise ValueError(f"config is for method {config.method!r}, not {self.name!r}")
         self.device = torch.device(device) if device is not None else classifier.device
         classifier.eval()
         classifier.requires_grad_(False)
         self.classifier = classifier.to(self.device)
         self.config = config
-        self.weights = (
-            config.weights if config.weights is not None else type(self).default_weights()
-        )
+        self.weights = config.loss_weights
         self.num_classes = classifier.num_classes
         self.input_shape = classifier.input_shape
         self.step_count = 0
+        self.trained_seconds = 0.0  # wall time spent in `step`, over every resumed run
         self.last_confident_share = float("nan")
         self.last_min_confidence = float("nan")
         self.label_rng = torch.Generator().manual_seed(config.seed)
@@ -180,8 +179,9 @@ class InversionMethod(abc.ABC):
         return {
             "version": STATE_VERSION,
             "method": self.name,
-            "config": self.config.to_dict(),
+            "config": self.config.model_dump(mode="json"),
             "step": self.step_count,
+            "trained_seconds": self.trained_seconds,
             "rng": {
                 "label": self.label_rng.get_state(),
                 "train": self.train_rng.get_state(),
@@ -195,9 +195,10 @@ class InversionMethod(abc.ABC):
             raise ValueError(f"unsupported state version {state.get('version')!r}")
         if state.get("method") != self.name:
             raise ValueError(f"state is for method {state.get('method')!r}, not {self.name!r}")
-        if InversionConfig.from_dict(state["config"]) != self.config:
+        if InversionConfig.model_validate(state["config"]) != self.config:
             raise ValueError("state was saved with another config: rebuild the method from it")
         self.step_count = int(state["step"])
+        self.trained_seconds = float(state["trained_seconds"])
         self.label_rng.set_state(state["rng"]["label"])
         self.train_rng.set_state(state["rng"]["train"])
         self.sample_rng.set_state(state["rng"]["sample"])
@@ -356,7 +357,6 @@ class C3Method(GeneratorMethod):
     """C3: one-hot conditioning c = onehot(y); KL(c ‖ p) = −log p_y + diversity terms."""
 
     name = "c3"
-    default_weights = LossWeights.c3
 
     def condition(self, labels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         return F.one_hot(labels, self.num_classes).float()  # (n, K)
@@ -367,7 +367,6 @@ class SoftMethod(GeneratorMethod):
     """Soft-vector conditioning: c = softmax(s · ε), ε ~ N(0, I), largest entry moved to y."""
 
     name = "soft"
-    default_weights = LossWeights.soft
 
     def condition(self, labels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         n = len(labels)
@@ -387,13 +386,13 @@ class PixelMethod(InversionMethod):
 
     `step(labels)` advances one working batch (restarted from noise when the labels change),
     which shows the loss curve; `sample(labels)` optimises fresh noise for every sample,
-    `pixel_batch_size` at a time. Each sample's optimisation is independent of the others
-    in its batch (Adam normalises per pixel), so batching only amortises Python overhead.
+    `batch_size` at a time, `steps` Adam steps each. Each sample's optimisation is independent
+    of the others in its batch (Adam normalises per pixel), so batching only amortises Python
+    overhead.
     """
 
     name = "pixel"
     needs_training = False
-    default_weights = LossWeights.pixel
 
     def __init__(
         self,
@@ -425,13 +424,13 @@ class PixelMethod(InversionMethod):
         labels = self._check_labels(labels)
         rng = self._sampling_rng(seed)
         chunks = []
-        for chunk in labels.split(self.config.pixel_batch_size):
+        for chunk in labels.split(self.config.batch_size):
             theta = torch.randn(len(chunk), *self.input_shape, generator=rng, device=self.device)
             theta.requires_grad_(True)
             optimizer = torch.optim.Adam([theta], lr=self.config.pixel_lr)
             stop_at = self.config.pixel_stop_confidence
             with torch.enable_grad():
-                for _ in range(self.config.pixel_steps):
+                for _ in range(self.config.steps):
                     self._pixel_step(theta, optimizer, chunk)
                     if stop_at > 0 and self.last_min_confidence >= stop_at:
                         break  # p_y of the images before this step; one more step is harmless

@@ -25,7 +25,7 @@ from onnx import numpy_helper
 from torch import nn
 from torch.nn import functional as F
 
-from models.spec import ClassifierRejected
+from models.contracts.classifier import ClassifierRejected
 
 __all__ = ["MAX_NODES", "SUPPORTED_OPS", "OnnxGraphModule", "parse_model", "validate_model"]
 

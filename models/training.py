@@ -20,7 +20,7 @@ import torch
 
 from models.methods import InversionMethod
 
-__all__ = ["Progress", "TrainResult", "load_state", "save_state", "train"]
+__all__ = ["StepReport", "TrainResult", "load_state", "save_state", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,9 @@ CONFIDENT_WINDOW = 20  # steps averaged into the running confident share
 
 
 @dataclass(frozen=True)
-class Progress:
+class StepReport:
+    """How training goes, reported to `train`'s caller (the audit turns it into `Progress`)."""
+
     step: int  # steps made so far (after this report's step)
     total_steps: int
     losses: dict[str, float]  # the last step's named losses and "total"
@@ -50,7 +52,7 @@ def train(
     *,
     steps: int,
     classes: Sequence[int] | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
+    on_progress: Callable[[StepReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_every: int | None = None,
     on_checkpoint: Callable[[bytes, int], None] | None = None,
@@ -87,13 +89,15 @@ def train(
         if should_stop is not None and should_stop():
             stopped = True
             break
+        began = time.perf_counter()
         losses = method.step(method.draw_labels(classes))
+        method.trained_seconds += time.perf_counter() - began
         shares.append(method.last_confident_share)
         now = time.perf_counter()
         done = method.step_count >= steps
         if on_progress is not None and (done or now - last_report >= progress_every_s):
             last_report = now
-            on_progress(Progress(method.step_count, steps, losses, running_share(), now - start))
+            on_progress(StepReport(method.step_count, steps, losses, running_share(), now - start))
         if checkpoint_every is not None and method.step_count % checkpoint_every == 0:
             checkpoint()
     if checkpoint_every is not None and (stopped or method.step_count >= steps):

@@ -9,10 +9,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service import dashboard
 from service.auth import refuse_unsafe_bind
 from service.errors import install_error_handlers
 from service.queue import make_celery
-from service.routers import classifiers, dashboard, datasets, health, inversions, metrics, report
+from service.routers import classifiers, datasets, health, inversions, metrics, report
 from service.settings import ServiceSettings, get_settings
 from service.storage import open_stores
 
@@ -54,5 +55,5 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(inversions.router)
     app.include_router(metrics.router)
     app.include_router(report.router)
-    app.include_router(dashboard.router)
+    dashboard.mount(app)
     return app

@@ -16,6 +16,8 @@ from service.storage import JobStore
 
 KEYS = "apikeys"
 LOCAL_TENANT = "local"
+SESSION_COOKIE = "c3_key"
+"""The dashboard's login stores the key in this (HttpOnly) cookie; the API accepts it too."""
 _PREFIX = "c3k_"
 
 

@@ -7,7 +7,13 @@ from typing import Annotated
 from celery import Celery
 from fastapi import Depends, Request
 
-from service.auth import LOCAL_TENANT, client_is_local, open_access, tenant_for_key
+from service.auth import (
+    LOCAL_TENANT,
+    SESSION_COOKIE,
+    client_is_local,
+    open_access,
+    tenant_for_key,
+)
 from service.errors import Unauthorized
 from service.settings import ServiceSettings
 from service.storage import Stores
@@ -39,7 +45,7 @@ def bearer_key(request: Request) -> str | None:
     scheme, _, key = header.partition(" ")
     if scheme.lower() == "bearer" and key.strip():
         return key.strip()
-    return request.cookies.get("c3_key") or None
+    return request.cookies.get(SESSION_COOKIE) or None
 
 
 def current_tenant(request: Request, settings: SettingsDep, stores: StoresDep) -> str:

@@ -22,9 +22,9 @@ from torch import nn
 
 from models.architectures import build_architecture
 from models.classifier import LoadedClassifier
+from models.contracts.classifier import ClassifierSpec
 from models.digits import DigitsData, load_digits_data, train_classifier
 from models.loading import load_classifier
-from models.spec import ClassifierSpec
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 Shape = tuple[int, int, int]
@@ -74,7 +74,7 @@ def spec(
     **extra: Any,
 ) -> ClassifierSpec:
     names = DIGIT_CLASSES if num_classes == 10 else tuple(f"class {k}" for k in range(num_classes))
-    return ClassifierSpec.from_dict(
+    return ClassifierSpec.model_validate(
         {
             "format": fmt,
             "input_shape": list(shape),

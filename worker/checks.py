@@ -8,16 +8,17 @@ from typing import Any
 
 import torch
 
+from models.contracts.classifier import ClassifierSpec
 from models.loading import ClassifierRejected, canonical_bytes, check_classifier, load_classifier
 from models.reference_data import DatasetRejected, read_reference, save_reference
-from models.spec import ClassifierSpec
 from worker.sandbox import Rejected
 
 
-def check_classifier_upload(upload: str, record: dict[str, Any], canonical: str) -> dict[str, Any]:
-    """Load the model as declared, run one forward and backward pass, write the clean copy."""
+def check_classifier_upload(upload: str, declared: str, canonical: str) -> dict[str, Any]:
+    """Load the model as `declared` (a ClassifierSpec as JSON), run one forward and backward
+    pass, write the clean copy."""
     torch.set_num_threads(1)
-    spec = ClassifierSpec.from_dict(record)
+    spec = ClassifierSpec.model_validate_json(declared)
     data = Path(upload).read_bytes()
     try:
         classifier = load_classifier(data, spec, device=torch.device("cpu"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from models.contracts.artifacts import ArtifactName
+
 
 def classifier_prefix(tenant: str, id: str) -> str:
     return f"tenants/{tenant}/classifiers/{id}"
@@ -44,19 +46,6 @@ def job_generator(tenant: str, id: str) -> str:
     return f"{job_prefix(tenant, id)}/generator.pt"
 
 
-def job_samples_json(tenant: str, id: str) -> str:
-    return f"{job_prefix(tenant, id)}/samples.json"
-
-
-def job_samples_npz(tenant: str, id: str) -> str:
-    """Every sample's pixels (`x`: n×c×h×w uint8) with targets, predictions, confidences."""
-    return f"{job_prefix(tenant, id)}/samples.npz"
-
-
-def job_metrics_json(tenant: str, id: str) -> str:
-    return f"{job_prefix(tenant, id)}/metrics.json"
-
-
-def job_report_json(tenant: str, id: str) -> str:
-    """Audit-report figures computed by the worker (OOD-detector evasion, histograms)."""
-    return f"{job_prefix(tenant, id)}/report.json"
+def job_artifact(tenant: str, id: str, name: ArtifactName) -> str:
+    """A finished job's files (models.contracts.artifacts): samples, metrics, report."""
+    return f"{job_prefix(tenant, id)}/{name.value}"

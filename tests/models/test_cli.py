@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from models.cli import main
+from models.contracts.artifacts import AuditFigures, InversionMetrics, SampleIndex, SamplesArrays
+from models.contracts.inversion import InversionConfig
 from tests import factories
 
 
@@ -19,7 +22,7 @@ def test_invert_onnx_with_reference_writes_everything(tmp_path: Path, method: st
     reference = tmp_path / "heldout.npz"
     reference.write_bytes(factories.digits_reference_npz((1, 28, 28), per_class=8))
     out = tmp_path / "out"
-    tiny = json.dumps({"steps": 4, "batch_size": 16, "latent_dim": 8, "width": 8, "pixel_steps": 3})
+    tiny = json.dumps({"steps": 4, "batch_size": 16, "latent_dim": 8, "width": 8})
     code = main(
         [
             "invert",
@@ -39,22 +42,32 @@ def test_invert_onnx_with_reference_writes_everything(tmp_path: Path, method: st
         ]
     )
     assert code == 0
-    samples = json.loads((out / "samples.json").read_text())
+    # The service's artifacts, with the same schema, plus the PNGs of its zip export.
+    samples = SampleIndex.validate_json((out / "samples.json").read_bytes())
     assert len(samples) == 20
-    first = samples[0]
-    assert {"file", "target", "predicted", "confidence", "top_k"} <= set(first)
-    assert len(first["top_k"]) == 5
-    assert (out / first["file"]).is_file()
-    assert Image.open(out / first["file"]).size == (28, 28)
+    assert len(samples[0].top_k) == 5
+    arrays = SamplesArrays.from_npz((out / "samples.npz").read_bytes())
+    assert arrays.x.shape == (20, 1, 28, 28)
+    png = np.asarray(Image.open(out / "samples" / "000007.png"))
+    assert np.array_equal(png, arrays.x[7, 0])  # the PNG holds exactly the scored pixels
+    assert arrays.confidence[7] == pytest.approx(samples[7].confidence, abs=1e-6)
     assert len(list((out / "samples").glob("*.png"))) == 20
     grid = Image.open(out / "grid.png")
     assert grid.size[1] > grid.size[0] / 2  # ten rows of two
-    report = json.loads((out / "metrics.json").read_text())
-    overall = report["metrics"]["overall"]
-    assert overall["count"] == 20
-    assert overall["knn_pixel_auroc"] is not None
-    assert report["config"]["method"] == method
-    assert len(report["metrics"]["per_class"]) == 10
+    metrics = InversionMetrics.model_validate_json((out / "metrics.json").read_bytes())
+    assert metrics.overall.count == 20
+    assert metrics.overall.knn_pixel_auroc is not None
+    assert len(metrics.per_class) == 10
+    figures = AuditFigures.model_validate_json((out / "report.json").read_bytes())
+    assert figures.ood is not None  # the evasion table, as the service computes it
+    assert {d.name for d in figures.ood.detectors} == {
+        "max-softmax",
+        "energy",
+        "mahalanobis",
+        "knn",
+    }
+    config = InversionConfig.model_validate_json((out / "config.json").read_bytes())
+    assert config.method == method
 
 
 def test_invert_safetensors_rgb(tmp_path: Path) -> None:
@@ -91,9 +104,9 @@ def test_invert_safetensors_rgb(tmp_path: Path) -> None:
         ]
     )
     assert code == 0
-    samples = json.loads((out / "samples.json").read_text())
-    assert [s["target_name"] for s in samples] == ["cat", "dog", "fox"]
-    assert Image.open(out / samples[0]["file"]).size == (36, 20)
+    samples = SampleIndex.validate_json((out / "samples.json").read_bytes())
+    assert [s.target for s in samples] == [0, 1, 2]
+    assert Image.open(out / "samples" / "000000.png").size == (36, 20)
 
 
 def test_invert_reports_refusals_without_traceback(
