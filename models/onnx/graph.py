@@ -46,6 +46,7 @@ __all__ = [
     "default_opset",
     "graph_input",
     "input_dims",
+    "node_attributes",
     "node_label",
     "parse_model",
     "validate_model",
@@ -104,6 +105,13 @@ def node_label(node: onnx.NodeProto, index: int, opset: int) -> str:
         return f"node {node.name!r} ({node.op_type}, opset {opset})"
     output = next((o for o in node.output if o), "")
     return f"node #{index} ({node.op_type}, opset {opset}, output {output!r})"
+
+
+def node_attributes(node: onnx.NodeProto) -> Attributes:
+    """A node's attributes as Python values, plus how many outputs it declares."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    attrs[OUTPUT_COUNT] = len(node.output)
+    return attrs
 
 
 def _tensor_problem(tensor: onnx.TensorProto) -> str | None:
@@ -278,8 +286,7 @@ class OnnxGraphModule(nn.Module):
         for index, node in enumerate(graph.node):
             label = node_label(node, index, self.opset)
             version, run = lookup(node.op_type, self.opset)
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            attrs[OUTPUT_COUNT] = len(node.output)
+            attrs = node_attributes(node)
             if node.op_type == "Constant":
                 try:
                     value = constant_value(attrs)
