@@ -94,7 +94,7 @@ def build_module(model: onnx.ModelProto, input_shape: Sequence[int]) -> OnnxGrap
             f"the ONNX model's batch dimension is fixed at {fixed} by the export: "
             f"{DYNAMIC_EXPORT_HINT}, or export with a batch of 1"
         )
-    original = OnnxGraphModule(model, per_sample=True)
+    original = OnnxGraphModule(model, per_image=True)
     candidate_model, rewrites = rewrite_fixed_batch(model)
     candidate = OnnxGraphModule(candidate_model)
     if _same_on_a_batch(candidate, original, input_shape):
@@ -103,12 +103,13 @@ def build_module(model: onnx.ModelProto, input_shape: Sequence[int]) -> OnnxGrap
             if rewrites
             else "the graph runs any batch unchanged"
         )
-        candidate.batch_handling = (
+        candidate.batch_mode = "rewritten"
+        candidate.batch_note = (
             f"batch fixed at 1 by the export; {change}, verified against per-image runs"
         )
         return candidate
-    original.batch_handling = (
-        "batch fixed at 1 by the export; run one image at a time (slower: "
+    original.batch_note = (
+        "batch fixed at 1 by the export; runs one image at a time (slower; to batch, "
         + DYNAMIC_EXPORT_HINT
         + ")"
     )

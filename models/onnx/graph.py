@@ -263,16 +263,18 @@ class GraphNode:
 class OnnxGraphModule(nn.Module):
     """Runs a validated ONNX graph with torch ops; `forward_with_features` for the losses.
 
-    `per_sample=True` runs a graph whose batch dimension the export fixed at 1 one image at a
-    time (see `models.onnx.batch`); `batch_handling` says how the batch dimension is handled.
+    `per_image=True` runs a graph whose batch dimension the export fixed at 1 one image at a
+    time (see `models.onnx.batch`). `batch_mode` is "dynamic", "rewritten" or "per-image";
+    `batch_note` says it in words for `c3 check`.
     """
 
-    def __init__(self, model: onnx.ModelProto, *, per_sample: bool = False) -> None:
+    def __init__(self, model: onnx.ModelProto, *, per_image: bool = False) -> None:
         super().__init__()
         graph = model.graph
         self.opset = default_opset(model)
-        self.per_sample = per_sample
-        self.batch_handling = "per-sample" if per_sample else "dynamic"
+        self.per_image = per_image
+        self.batch_mode = "per-image" if per_image else "dynamic"
+        self.batch_note = "the graph takes any batch size"
         self._slots: dict[str, str] = {}  # ONNX value name → buffer name
         for index, tensor in enumerate(graph.initializer):
             self._add_constant(f"init_{index}", tensor.name, to_tensor(tensor))
@@ -323,7 +325,7 @@ class OnnxGraphModule(nn.Module):
 
     def forward_with_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(n, c, h, w) → (logits (n, K), features (n, ...))."""
-        if self.per_sample and x.shape[0] != 1:
+        if self.per_image and x.shape[0] != 1:
             runs = [self._run(x[i : i + 1]) for i in range(x.shape[0])]
             return torch.cat([r[0] for r in runs]), torch.cat([r[1] for r in runs])
         return self._run(x)
