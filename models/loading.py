@@ -26,7 +26,6 @@ from models.architectures import ARCHITECTURES, build_architecture
 from models.classifier import LoadedClassifier
 from models.onnx import (
     MAX_PARAMETERS,
-    OnnxGraphModule,
     build_module,
     parse_model,
     validate_model,
@@ -451,13 +450,15 @@ def probe_num_classes(
         model = parse_model(data)
         validate_model(model, input_shape)
         with torch.no_grad():
-            logits = OnnxGraphModule(model)(torch.full((1, *input_shape), 0.5))
+            logits = build_module(model, input_shape)(torch.full((1, *input_shape), 0.5))
         return int(logits.flatten(1).shape[1])
     name = architecture or ""
     if name not in ARCHITECTURES:
+        known = ", ".join(sorted(ARCHITECTURES))
         raise ClassifierRejected(
-            f"unknown architecture {name!r}: use one of {', '.join(sorted(ARCHITECTURES))}, "
-            "or upload an ONNX export instead"
+            f"unknown architecture {name!r}: use one of {known}, or upload an ONNX export instead"
+            if name
+            else f"safetensors files hold only weights: name their architecture (one of {known})"
         )
     with torch.device("meta"):  # names and shapes only, nothing allocated
         skeleton = build_architecture(name, input_shape, 2, **(architecture_config or {}))
