@@ -26,6 +26,7 @@ __all__ = [
     "MIN_OPSET",
     "OpFn",
     "UnsupportedOperatorForm",
+    "implementation",
     "lookup",
     "operator_version",
     "register",
@@ -72,6 +73,11 @@ def registered_versions() -> dict[str, tuple[int, ...]]:
     for op_type, version in _REGISTRY:
         versions.setdefault(op_type, []).append(version)
     return {op: tuple(sorted(v)) for op, v in sorted(versions.items())}
+
+
+def implementation(op_type: str, version: int) -> OpFn:
+    """The function registered for exactly (`op_type`, `version`); KeyError if none."""
+    return _REGISTRY[(op_type, version)]
 
 
 def operator_version(op_type: str, opset: int) -> int | None:
