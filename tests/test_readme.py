@@ -26,12 +26,16 @@ def render_settings_table() -> str:
     return "\n".join(rows)
 
 
-def test_settings_table_matches_the_settings() -> None:
+def between_markers(name: str) -> str:
+    """The README's text between `<!-- name:start -->` and `<!-- name:end -->`."""
     text = README.read_text()
-    start, end = "<!-- settings:start -->\n", "<!-- settings:end -->"
-    current = text[text.index(start) + len(start) : text.index(end)].strip()
+    start, end = f"<!-- {name}:start -->\n", f"<!-- {name}:end -->"
+    return text[text.index(start) + len(start) : text.index(end)].strip()
+
+
+def test_settings_table_matches_the_settings() -> None:
     expected = render_settings_table()
-    assert current == expected, f"paste this between the settings markers:\n{expected}"
+    assert between_markers("settings") == expected, f"paste this between the markers:\n{expected}"
 
 
 ONNX_FAMILIES = {
@@ -54,8 +58,5 @@ def render_onnx_operator_table() -> str:
 
 
 def test_onnx_operator_table_matches_the_registry() -> None:
-    text = README.read_text()
-    start, end = "<!-- onnx-operators:start -->\n", "<!-- onnx-operators:end -->"
-    current = text[text.index(start) + len(start) : text.index(end)].strip()
     expected = render_onnx_operator_table()
-    assert current == expected, f"paste this between the onnx-operators markers:\n{expected}"
+    assert between_markers("onnx-operators") == expected, f"paste between the markers:\n{expected}"

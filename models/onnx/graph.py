@@ -25,10 +25,11 @@ import torch
 from torch import nn
 
 from models.onnx import ops  # noqa: F401  (registers every operator)
-from models.onnx.ops.shape import OUTPUT_COUNT, constant_value
+from models.onnx.ops.shape import constant_value
 from models.onnx.registry import (
     MAX_OPSET,
     MIN_OPSET,
+    OUTPUT_COUNT,
     Attributes,
     OpFn,
     UnsupportedOperatorForm,

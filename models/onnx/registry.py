@@ -24,6 +24,7 @@ __all__ = [
     "ALLOWLIST_DOC",
     "MAX_OPSET",
     "MIN_OPSET",
+    "OUTPUT_COUNT",
     "OpFn",
     "UnsupportedOperatorForm",
     "implementation",
@@ -44,6 +45,8 @@ Tensor = torch.Tensor
 Inputs = Sequence[Tensor | None]
 Attributes = dict[str, Any]
 OpFn = Callable[[Inputs, Attributes], list[Tensor]]
+OUTPUT_COUNT = "__output_count__"  # an attribute the graph adds: how many outputs the node
+# declares (Split without sizes splits into that many parts)
 
 _REGISTRY: dict[tuple[str, int], OpFn] = {}
 

@@ -15,7 +15,13 @@ import onnx
 import torch
 from torch.nn import functional as F
 
-from models.onnx.registry import Attributes, Inputs, UnsupportedOperatorForm, register
+from models.onnx.registry import (
+    OUTPUT_COUNT,
+    Attributes,
+    Inputs,
+    UnsupportedOperatorForm,
+    register,
+)
 from models.onnx.tensors import (
     DTYPES,
     check_created,
@@ -26,10 +32,9 @@ from models.onnx.tensors import (
     to_tensor,
 )
 
-__all__ = ["OUTPUT_COUNT", "constant_value"]
+__all__ = ["constant_value"]
 
 Tensor = torch.Tensor
-OUTPUT_COUNT = "__output_count__"  # set by the graph: how many outputs the node declares
 
 
 def _axis(axis: int, rank: int) -> int:
@@ -275,6 +280,7 @@ def pad(args: Inputs, attrs: Attributes) -> list[Tensor]:
         raise UnsupportedOperatorForm(f"{len(pads)} pads for {len(axes)} axes")
     begins = dict(zip(axes, pads[: len(axes)], strict=True))
     ends = dict(zip(axes, pads[len(axes) :], strict=True))
+    check_created([x.shape[a] + begins.get(a, 0) + ends.get(a, 0) for a in range(x.dim())])
     torch_pads: list[int] = []
     for axis in reversed(range(x.dim())):
         torch_pads += [begins.get(axis, 0), ends.get(axis, 0)]
