@@ -1,9 +1,13 @@
-"""Offline command line: `c3 invert ...` and `c3 demo` (no service needed).
+"""Offline command line: `c3 invert ...`, `c3 demo` and `c3 check` (no service needed).
 
     python -m models.cli invert --classifier model.onnx --method c3 --per-class 10 --out out/
     python -m models.cli invert --classifier w.safetensors --arch paper-cnn \\
         --input-shape 1,28,28 --reference heldout.npz --out out/
     python -m models.cli demo
+    python -m models.cli check model.onnx [--input-shape C,H,W] [--json]
+
+User errors (a missing file, a refused model, a bad option value) end as one
+`c3: error: ...` line and exit status 2, never a traceback.
 
 A reference set is an .npz with `x` (n, C, H, W) or (n, H, W) images in [0, 1] (or uint8
 0..255) and optionally `y` (n,) integer labels; it is read with `allow_pickle=False`.
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="write grids (c3/soft/pixel), the classifier and the held-out reference set here",
     )  # fmt: skip
     demo.add_argument("--seed", type=int, default=0)
+
+    check = commands.add_parser("check", help="what an upload of this ONNX file would meet")
+    check.add_argument("model", type=Path, help=".onnx file")
+    check.add_argument("--input-shape", type=_ints, help="C,H,W (default: from the graph)")
+    check.add_argument("--json", action="store_true", help="print the findings as JSON")
     return parser
+
+
+# What a user can get wrong: refused models and configs (ClassifierRejected and JSON errors
+# are ValueErrors), files that are missing or unreadable, reference sets that are not .npz.
+USER_ERRORS = (ValueError, OSError, zipfile.BadZipFile, EOFError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,13 +89,37 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "invert":
             return _invert(args)
+        if args.command == "check":
+            return _check(args)
         return _demo(args)
     except ValidationError as error:  # a declaration or config field: name it, no traceback
         print(f"c3: error: {field_errors(error)[0]}", file=sys.stderr)
         return 2
-    except ValueError as error:  # ClassifierRejected, a bad reference set: show, no traceback
-        print(f"c3: error: {error}", file=sys.stderr)
+    except USER_ERRORS as error:  # one line, no traceback
+        print(f"c3: error: {_user_error(error)}", file=sys.stderr)
         return 2
+
+
+def _user_error(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    if isinstance(error, json.JSONDecodeError):
+        return f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+    return str(error) or type(error).__name__
+
+
+def _check(args: argparse.Namespace) -> int:
+    import torch
+
+    from models.check import check_onnx, format_check
+
+    torch.set_num_threads(1)  # as the upload validation runs, so the latency compares
+    result = check_onnx(args.model.read_bytes(), args.input_shape)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_check(str(args.model), result))
+    return 0 if result.accepted else 2
 
 
 def _load_reference(path: Path) -> Reference:
@@ -89,7 +128,13 @@ def _load_reference(path: Path) -> Reference:
 
     from models.audit import Reference
 
-    with np.load(path, allow_pickle=False) as archive:
+    try:
+        archive: Any = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile):
+        raise ValueError(f"{path}: not an .npz archive of arrays (x, and optionally y)") from None
+    if not hasattr(archive, "files"):  # np.load gave a single .npy array
+        raise ValueError(f"{path}: a single .npy array, not an .npz archive with 'x' (and 'y')")
+    with archive:
         if "x" not in archive:
             raise ValueError(f"{path}: the reference .npz needs an array 'x' of images")
         x = archive["x"]
