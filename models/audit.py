@@ -36,9 +36,17 @@ from models.methods import InversionMethod, build_method, build_method_from_stat
 from models.metrics import compute_metrics
 from models.ood import audit_figures
 from models.scoring import score_samples
-from models.training import StepReport, load_state, save_state, train
+from models.training import InversionFailed, StepReport, load_state, save_state, train
 
-__all__ = ["AuditHooks", "AuditResult", "Reference", "Stopped", "audit", "deliver"]
+__all__ = [
+    "AuditHooks",
+    "AuditResult",
+    "InversionFailed",
+    "Reference",
+    "Stopped",
+    "audit",
+    "deliver",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +192,13 @@ def audit(
         cost=cost,
         train_x=None if reference is None else reference.train_x,
     )
+    logits = measured.counterfeit_outputs.logits
+    if not torch.isfinite(logits).all():
+        bad = int((~torch.isfinite(logits).all(dim=1)).sum())
+        raise InversionFailed(
+            f"the classifier returns NaN or infinite logits for {bad} of the {len(logits)} "
+            "counterfeits: it cannot be audited as it is (check it on larger batches)"
+        )
     samples = score_samples(classifier, delivered, targets, TOP_K, measured.counterfeit_outputs)
     figures = audit_figures(
         measured.counterfeit_outputs,

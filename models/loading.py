@@ -121,7 +121,13 @@ def _safetensors_header(data: bytes) -> dict[str, Any]:
     if len(data) < 8:
         raise ClassifierRejected("the safetensors file is truncated (no header): upload it again")
     (header_size,) = struct.unpack("<Q", data[:8])
-    if header_size > MAX_SAFETENSORS_HEADER or 8 + header_size > len(data):
+    if header_size > MAX_SAFETENSORS_HEADER:
+        raise ClassifierRejected(
+            f"the safetensors header declares {header_size:,} bytes, more than the "
+            f"{MAX_SAFETENSORS_HEADER // 2**20} MiB a model's header needs: this is not a "
+            "safetensors file; save the state_dict with safetensors.torch.save_file"
+        )
+    if 8 + header_size > len(data):
         raise ClassifierRejected(
             "the safetensors file is truncated or corrupt (its header runs past the end): "
             "save it again with safetensors.torch.save_file"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -20,11 +21,28 @@ import torch
 
 from models.methods import InversionMethod
 
-__all__ = ["StepReport", "TrainResult", "load_state", "save_state", "train"]
+__all__ = [
+    "InversionFailed",
+    "StepReport",
+    "TrainResult",
+    "TrainingDiverged",
+    "load_state",
+    "save_state",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
 CONFIDENT_WINDOW = 20  # steps averaged into the running confident share
+
+
+class InversionFailed(ValueError):
+    """A run cannot produce what was asked of it; the message tells the user why and what to
+    try (raised by the engine, shown verbatim by the service and the CLI)."""
+
+
+class TrainingDiverged(InversionFailed):
+    """The losses stopped being finite."""
 
 
 @dataclass(frozen=True)
@@ -90,8 +108,15 @@ def train(
             stopped = True
             break
         began = time.perf_counter()
-        losses = method.step(method.draw_labels(classes))
+        labels = method.draw_labels(classes)
+        losses = method.step(labels)
         method.trained_seconds += time.perf_counter() - began
+        if not math.isfinite(losses.get("total", 0.0)):
+            raise TrainingDiverged(
+                f"training stopped at step {method.step_count}: the loss is not finite. The "
+                f"classifier returns NaN or infinite logits for a batch of {len(labels)} "
+                "images: check it with larger batches, or lower the batch_size"
+            )
         shares.append(method.last_confident_share)
         now = time.perf_counter()
         done = method.step_count >= steps

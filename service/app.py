@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from service import dashboard
 from service.auth import refuse_unsafe_bind
 from service.errors import install_error_handlers
+from service.gate import RequestGate
 from service.queue import make_celery
 from service.routers import classifiers, datasets, health, inversions, metrics, report
 from service.settings import ServiceSettings, get_settings
@@ -49,6 +50,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestGate)
     app.include_router(health.router)
     app.include_router(classifiers.router)
     app.include_router(datasets.router)

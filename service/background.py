@@ -31,7 +31,6 @@ from service.records import (
     JobRecord,
     Lease,
     Record,
-    Task,
     TaskState,
 )
 from service.storage import JobStore, Mutator, StoreUnavailable
@@ -111,11 +110,12 @@ def claim(
                 "(out of memory or killed); giving up",
             )
             return record
-        record.task = Task(
-            state=TaskState.RUNNING,
-            attempts=task.attempts + 1,
-            lease=Lease(token=token, heartbeat_at=clock()),
-            resumes=task.resumes,
+        record.task = task.model_copy(
+            update={
+                "state": TaskState.RUNNING,
+                "attempts": task.attempts + 1,
+                "lease": Lease(token=token, heartbeat_at=clock()),
+            }
         )
         record.state = model.RUNNING
         return record
@@ -169,10 +169,52 @@ class Heartbeat(Generic[R]):
                 self._on_renew(record)
 
 
-def _requeue(record: R) -> R:
-    record.task = record.task.model_copy(update={"state": TaskState.QUEUED, "lease": None})
+def _requeue(record: R, now: float) -> R:
+    record.task = record.task.requeued(now)
     record.state = type(record).WAITING
     return record
+
+
+def publish_task(
+    store: JobStore, app: Celery, model: type[Record], id: str, clock: Clock = time.time
+) -> None:
+    """Send the "work on record `id`" message and note it in the record. A crash between
+    writing a record and sending its message leaves the record unpublished, which
+    `republish` finds; a message sent twice is harmless (only one claim can win)."""
+    publish(app, model.TASK_NAME, id)
+
+    def published(record: Record) -> Record | None:
+        if record.task.state != TaskState.QUEUED:
+            return None
+        record.task = record.task.model_copy(update={"published_at": clock()})
+        return record
+
+    try:
+        store.update(model, id, published)
+    except StoreUnavailable as exc:  # the message is out: the worst case is a duplicate
+        log.warning("%s %s published, but not marked: %s", model.KIND, id, exc)
+
+
+def _unpublished(record: Record, now: float, grace: float) -> bool:
+    task = record.task
+    return (
+        task.state == TaskState.QUEUED
+        and task.published_at is None
+        and (now - task.queued_at > grace)
+    )
+
+
+def republish(store: JobStore, app: Celery, *, grace: float, clock: Clock = time.time) -> list[str]:
+    """Send the messages of queued records that never got theirs (their writer died between
+    the record and the message, e.g. an API killed mid-request)."""
+    sent = []
+    for model in WORK:
+        orphaned = functools.partial(_unpublished, now=clock(), grace=grace)
+        for record in store.list(model, state=model.WAITING, match=orphaned).items:
+            log.warning("%s %s: queued without a message, publishing it", model.KIND, record.id)
+            publish_task(store, app, model, record.id, clock)
+            sent.append(record.id)
+    return sent
 
 
 def _stale(record: Record, now: float, stale_after: float) -> bool:
@@ -196,11 +238,11 @@ def reap(
                 lease = r.task.lease
                 if not _stale(r, clock(), stale_after) or lease is None or lease.token != token:
                     return None
-                return _requeue(r)
+                return _requeue(r, clock())
 
             if store.update(model, record.id, back_to_queue) is not None:
                 log.warning("%s %s: worker lost, re-queued", model.KIND, record.id)
-                publish(app, model.TASK_NAME, record.id)
+                publish_task(store, app, model, record.id, clock)
                 requeued.append(record.id)
     return requeued
 
@@ -219,32 +261,7 @@ def recover(store: JobStore, app: Celery) -> list[str]:
                 match=lambda r: r.task.state in (TaskState.QUEUED, TaskState.RUNNING),
             ).items
         for record in sorted(pending, key=lambda r: r.created_at):
-            if store.update(model, record.id, _requeue) is not None:
-                publish(app, model.TASK_NAME, record.id)
+            if store.update(model, record.id, lambda r: _requeue(r, time.time())) is not None:
+                publish_task(store, app, model, record.id)
                 requeued.append(record.id)
     return requeued
-
-
-class Reaper:
-    """Runs `reap` every `interval` seconds in a daemon thread (inside each worker)."""
-
-    def __init__(self, store: JobStore, app: Celery, *, interval: float, stale_after: float):
-        self._store, self._app = store, app
-        self._interval, self._stale_after = interval, stale_after
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reaper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                reap(self._store, self._app, stale_after=self._stale_after)
-            except Exception:
-                log.exception("reaper pass failed; retrying")
-            if self._stop.wait(self._interval):
-                return

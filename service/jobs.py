@@ -10,8 +10,11 @@ import time
 
 from celery import Celery
 
+from models.contracts.cost import estimate_job_memory
+from models.contracts.inversion import InversionConfig
+from service import quotas
+from service.background import publish_task
 from service.errors import Conflict, InvalidField, Unavailable
-from service.queue import RUN_INVERSION, publish
 from service.records import (
     FINISHED_JOB_STATES,
     ClassifierRecord,
@@ -20,7 +23,6 @@ from service.records import (
     JobRecord,
     JobState,
     StateEvent,
-    Task,
     TaskState,
     UploadState,
     events_stream,
@@ -71,6 +73,48 @@ def _check_classes(classes: list[int] | None, classifier: ClassifierRecord) -> l
     return classes
 
 
+def _check_memory(
+    settings: ServiceSettings,
+    classifier: ClassifierRecord,
+    config: InversionConfig,
+    params: JobParams,
+    dataset: DatasetRecord | None,
+) -> None:
+    """Refuse (422, with the figures) a job whose estimated peak memory is over the budget of
+    one job, before it can take a worker down."""
+    estimate = estimate_job_memory(
+        classifier.input_shape,
+        classifier.num_classes,
+        batch_size=config.batch_size,
+        latent_dim=config.latent_dim,
+        width=config.width,
+        trains_generator=config.method != "pixel",
+        profile=classifier.cost,
+        classifier_parameters=classifier.param_count or 0,
+        samples=len(params.classes) * params.samples_per_class,
+        reference_images=(dataset.count or 0) if dataset is not None else 0,
+    )
+    budget = settings.job_memory_mb * 2**20
+    if estimate.total <= budget:
+        return
+    largest = max(("samples", "generator", "classifier", "reference"),
+                  key=lambda part: getattr(estimate, part))  # fmt: skip
+    advice = {
+        "samples": "ask for fewer samples per class or fewer classes",
+        "generator": "invert fewer classes at a time (the generator grows with the classes)",
+        "classifier": "use a smaller batch_size (the classifier's activations grow with it)",
+        "reference": "use a smaller reference set",
+    }[largest]
+    raise InvalidField(
+        f"this job would need about {estimate.describe()}, more than the "
+        f"{settings.job_memory_mb:,} MB one job may use on this service: {advice}",
+        field="samples_per_class" if largest == "samples" else "batch_size"
+        if largest == "classifier" else "classes" if largest == "generator" else "dataset_id",
+        estimate={k: getattr(estimate, k) for k in ("generator", "classifier", "samples",
+                                                    "reference")} | {"total": estimate.total},
+    )  # fmt: skip
+
+
 def _seed(seed: int | None) -> int:
     return seed if seed is not None else secrets.randbelow(2**31)
 
@@ -87,6 +131,7 @@ def new_job(
         batch_size=body.batch_size,
     )
     classes = _check_classes(body.classes, classifier)
+    dataset = None
     if body.dataset_id is not None:
         dataset = _ready(store, DatasetRecord, body.dataset_id, tenant, "dataset_id")
         if dataset.input_shape != classifier.input_shape:
@@ -95,10 +140,18 @@ def new_job(
                 f"takes {list(classifier.input_shape)}",
                 field="dataset_id",
             )
+        if dataset.label_max is not None and dataset.label_max >= classifier.num_classes:
+            raise InvalidField(
+                f"the dataset has labels up to {dataset.label_max}, the classifier only "
+                f"{classifier.num_classes} classes (0..{classifier.num_classes - 1}): its "
+                "labels must be the classifier's class indices",
+                field="dataset_id",
+            )
     params = JobParams.model_validate(
         body.model_dump(include=set(JobParams.model_fields))
         | {"classes": classes, "seed": _seed(body.seed)}
     )
+    _check_memory(settings, classifier, params.config(body.method), params, dataset)
     return JobRecord(
         id=new_id("job"),
         tenant=tenant,
@@ -177,17 +230,7 @@ def cancel(store: JobStore, job: JobRecord) -> JobRecord:
 def resume(store: JobStore, job: JobRecord) -> JobRecord:
     """Queue a cancelled or failed job again; the worker continues from its last checkpoint."""
 
-    def requeue(record: JobRecord) -> JobRecord | None:
-        if record.state not in (JobState.CANCELLED, JobState.FAILED) or record.kind != "inversion":
-            return None
-        record.state = JobState.QUEUED
-        record.cancel_requested = False
-        record.error = None
-        record.finished_at = None
-        record.task = Task(resumes=record.task.resumes + 1)
-        return record
-
-    updated = store.update(JobRecord, job.id, requeue)
+    updated = store.update(JobRecord, job.id, lambda record: record.resumed(time.time()))
     if updated is None:
         raise Conflict(
             f"job {job.id} is {job.state}: only a cancelled or failed inversion job can be resumed"
@@ -201,7 +244,7 @@ def enqueue(stores: Stores, celery: Celery, job: JobRecord, *, new: bool = True)
     if new:
         stores.jobs.create(job)
     try:
-        publish(celery, RUN_INVERSION, job.id)
+        publish_task(stores.jobs, celery, JobRecord, job.id)
     except Exception as exc:
         if new:
             stores.jobs.delete(JobRecord, job.id)
@@ -219,6 +262,7 @@ def start_job(
 ) -> JobRecord:
     """Validate and start an inversion job. With an idempotency key, a repeat of the same
     request returns the job the first one started instead of starting another."""
+    quotas.check_jobs(stores.jobs, settings, tenant)
     job = new_job(stores.jobs, settings, tenant, body)
     if idempotency_key is None:
         enqueue(stores, celery, job)

@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, TypeAdapter, m
 
 from models.contracts.artifacts import ClassMetrics, Progress
 from models.contracts.classifier import ClassifierSpec, CommaList, Name
-from models.contracts.inversion import InversionParams, MethodName
+from models.contracts.cost import CostProfile
+from models.contracts.inversion import ClassList, InversionParams, MethodName
 
 __all__ = [
     "ACTIVE_JOB_STATES",
@@ -103,6 +104,19 @@ class Task(BaseModel):
     attempts: int = 0  # claims so far (a worker that died counts)
     lease: Lease | None = None
     resumes: int = 0  # times a user resumed the record after it stopped
+    queued_at: float = Field(default_factory=time.time)  # when it last entered the queue
+    published_at: float | None = None  # when its message was last sent (None: not yet)
+
+    def requeued(self, now: float) -> Task:
+        """Back in the queue, its message still to be sent."""
+        return self.model_copy(
+            update={
+                "state": TaskState.QUEUED,
+                "lease": None,
+                "queued_at": now,
+                "published_at": None,
+            }
+        )
 
     @model_validator(mode="before")
     @classmethod
@@ -118,6 +132,9 @@ class Task(BaseModel):
 class ErrorInfo(BaseModel):
     title: str
     detail: str
+    code: Literal["disk-full"] | None = Field(
+        None, description="`disk-full`: the job resumes by itself once there is space again."
+    )
 
 
 # --- the records -----------------------------------------------------------------------------
@@ -206,6 +223,7 @@ class ClassifierRecord(ClassifierBase, Upload):
 
     param_count: int | None = None
     forward_latency_ms: float | None = None
+    cost: CostProfile | None = None  # measured by the validation (jobs are checked against it)
 
 
 DatasetFormat = Literal["npz", "png-zip"]
@@ -227,6 +245,7 @@ class DatasetRecord(DatasetBase, Upload):
     count: int | None = None
     input_shape: tuple[int, int, int] | None = None
     has_labels: bool | None = None
+    label_max: int | None = None  # the largest label, for checking it against a classifier
 
 
 class JobState(StrEnum):
@@ -259,7 +278,7 @@ class JobParams(InversionParams):
     """A job's parameters as recorded: the user's choices with the classes and the seed
     resolved (every class, a random seed, when the request left them open)."""
 
-    classes: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    classes: ClassList
     seed: int = Field(ge=0)
 
 
@@ -294,6 +313,7 @@ class JobBase(BaseModel):
     engine_seconds: float | None = Field(
         None, description="Time spent in the inversion engine (the rest is service overhead)."
     )
+    stored_bytes: int | None = Field(None, description="Bytes of the files the job wrote.")
 
 
 class JobRecord(JobBase, Record):
@@ -317,6 +337,17 @@ class JobRecord(JobBase, Record):
         if isinstance(data, dict) and "training_seconds_at_checkpoint" in data:
             data = {k: v for k, v in data.items() if k != "training_seconds_at_checkpoint"}
         return data
+
+    def resumed(self, now: float) -> JobRecord | None:
+        """Back in the queue to continue from its checkpoint; None unless it was stopped (a
+        cancelled or failed inversion)."""
+        if self.state not in (JobState.CANCELLED, JobState.FAILED) or self.kind != "inversion":
+            return None
+        self.state, self.cancel_requested, self.error, self.finished_at = (
+            JobState.QUEUED, False, None, None
+        )  # fmt: skip
+        self.task = Task(resumes=self.task.resumes + 1, queued_at=now)
+        return self
 
     @property
     def training_job_id(self) -> str:

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from models.contracts.errors import field_errors
+from service import quotas
+from service.background import publish_task
 from service.errors import Conflict, InvalidField, NotFound, Unavailable
-from service.queue import publish
 from service.records import (
     ACTIVE_JOB_STATES,
     ClassifierRecord,
@@ -116,8 +117,14 @@ async def register_upload(
     record: Callable[[str, str, M, UploadedFile], U],
 ) -> U:
     """Store an upload and queue its validation; returns the record (after the preferred wait)."""
+    declared = request.headers.get("content-length", "")
+    await run_in_threadpool(
+        quotas.check_upload, stores.jobs, settings, tenant, model,
+        int(declared) if declared.isdigit() else 0,
+    )  # fmt: skip
     upload = await receive_upload(request, max_bytes=settings.max_upload_bytes)
     try:
+        await run_in_threadpool(quotas.check_storage, stores.jobs, settings, tenant, upload.size)
         meta = parse_form(schema, upload.fields)
         id = new_id(ID_PREFIXES[model.KIND])
         doc = record(id, tenant, meta, upload)
@@ -128,7 +135,7 @@ async def register_upload(
         upload.close()
     await run_in_threadpool(stores.jobs.create, doc)
     try:
-        await run_in_threadpool(publish, celery, model.TASK_NAME, id)
+        await run_in_threadpool(publish_task, stores.jobs, celery, model, id)
     except Exception as exc:
         await run_in_threadpool(stores.jobs.delete, model, id)
         await run_in_threadpool(stores.artifacts.delete_prefix, upload_key(tenant, id))
@@ -195,5 +202,5 @@ def delete_registered(stores: Stores, record: Upload, blob_prefix: str) -> None:
         )
     if record.state == UploadState.VALIDATING:
         raise Conflict(f"the {kind} is being validated; delete it once that has finished")
+    stores.artifacts.delete_prefix(blob_prefix)  # first: frees space even on a full disk
     stores.jobs.delete(type(record), id)
-    stores.artifacts.delete_prefix(blob_prefix)

@@ -22,15 +22,17 @@ import numpy as np
 from fastapi import Request, Response
 
 from models.contracts.artifacts import ArtifactName, SampleIndex, SampleRecord, SamplesArrays
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, InvalidField, NotFound
+from service.images import GRID_PAD, to_png
 from service.images import grid_png as compose_grid
-from service.images import to_png
 from service.records import JobRecord, JobState
 from service.schemas import SamplePublic, TopKPublic
 from service.storage import ArtifactStore, keys
 
 T = TypeVar("T")
 _CACHE_SIZE = 64
+MAX_GRID_PIXELS = 32_000_000
+"""The largest grid.png (about 130 MB of RGB pixels in memory while it is drawn)."""
 _cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
 _lock = Lock()
 
@@ -135,12 +137,25 @@ def class_records(artifacts: ArtifactStore, job: JobRecord, cls: int) -> list[Sa
 
 
 def grid_png(
-    artifacts: ArtifactStore, job: JobRecord, classes: list[int] | None, per_class: int | None
+    artifacts: ArtifactStore, job: JobRecord, classes: list[int] | None, per_class: int
 ) -> bytes:
-    """The samples in a grid: one row per class (the first `per_class` of each), on white."""
-    images = pixels(artifacts, job)
+    """The samples in a grid: one row per class (the first `per_class` of each), on white.
+    Refused (422) when it would exceed MAX_GRID_PIXELS, with the request that would fit."""
     wanted = job.params.classes if classes is None else classes
-    rows = [[images[r.index] for r in class_records(artifacts, job, c)[:per_class]] for c in wanted]
+    columns = min(per_class, job.params.samples_per_class)
+    _, height, width = job.input_shape
+    row_pixels = (height + GRID_PAD) * len(wanted)
+    size = (columns * (width + GRID_PAD) + GRID_PAD) * (row_pixels + GRID_PAD)
+    if size > MAX_GRID_PIXELS:
+        fits = max(1, MAX_GRID_PIXELS // ((width + GRID_PAD) * (row_pixels + GRID_PAD)))
+        raise InvalidField(
+            f"a grid of {len(wanted)} classes × {columns} samples of {height}×{width} would be "
+            f"{size / 1e6:.0f} megapixels (at most {MAX_GRID_PIXELS / 1e6:.0f}): ask for fewer "
+            f"classes (?classes=0,1,2) or fewer samples per class (?per_class={fits})",
+            field="per_class",
+        )
+    images = pixels(artifacts, job)
+    rows = [[images[r.index] for r in class_records(artifacts, job, c)[:columns]] for c in wanted]
     return compose_grid(rows)
 
 

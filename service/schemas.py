@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-from models.contracts.inversion import InversionParams, MethodName
+from models.contracts.inversion import ClassList, InversionParams, MethodName
 from service.records import (
     ClassifierBase,
     ClassifierRecord,
@@ -138,7 +138,9 @@ class SamplingCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     samples_per_class: int = Field(100, ge=1)
-    classes: list[int] | None = Field(None, min_length=1)
+    classes: ClassList | None = Field(
+        None, description="Classes to sample (of the trained ones); all trained when omitted."
+    )
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     sample_dropout: bool | None = None
 

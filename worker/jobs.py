@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import torch
 
-from models.audit import AuditHooks, AuditResult, Reference, Stopped, audit
+from models.audit import AuditHooks, AuditResult, InversionFailed, Reference, Stopped, audit
 from models.classifier import LoadedClassifier
 from models.contracts.artifacts import Phase, Progress
 from models.device import pick_device
@@ -36,7 +36,7 @@ from service.records import (
     UploadState,
     events_stream,
 )
-from service.storage import ArtifactNotFound, StoreUnavailable, keys
+from service.storage import ArtifactNotFound, StoreUnavailable, is_disk_full, keys
 from worker.classifier_cache import load_cached_classifier
 from worker.context import WorkerContext, get_context
 
@@ -61,6 +61,7 @@ class JobRun:
     cancel: threading.Event = field(default_factory=threading.Event)
     lost: threading.Event = field(default_factory=threading.Event)
     load_seconds: float = 0.0  # loading the classifier: engine time spent outside `audit`
+    stored_bytes: int = 0  # what the job's files take
 
     def should_stop(self) -> bool:
         return self.cancel.is_set() or self.lost.is_set()
@@ -120,7 +121,7 @@ class JobRun:
         )
         self.report(Progress(phase=Phase.SAVING, step=0, total_steps=1, fraction=0.0,
                              updated_at=time.time()))  # fmt: skip
-        self._save(result)
+        self.stored_bytes = self._save(result)
         return result
 
     def _classifier(self, device: torch.device) -> LoadedClassifier:
@@ -175,12 +176,15 @@ class JobRun:
             torch.from_numpy(ref.as_float()), None if ref.y is None else torch.from_numpy(ref.y)
         )
 
-    def _save(self, result: AuditResult) -> None:
+    def _save(self, result: AuditResult) -> int:
+        """Store the run's files; returns their bytes."""
         artifacts, tenant, id = self.ctx.stores.artifacts, self.job.tenant, self.job.id
-        for name, blob in result.artifacts().items():
-            artifacts.put(keys.job_artifact(tenant, id, name), blob)
+        files = {keys.job_artifact(tenant, id, n): blob for n, blob in result.artifacts().items()}
         if self.job.kind == "inversion" and result.trained_state is not None:
-            artifacts.put(keys.job_generator(tenant, id), result.trained_state)
+            files[keys.job_generator(tenant, id)] = result.trained_state
+        for key, blob in files.items():
+            artifacts.put(key, blob)
+        return sum(len(blob) for blob in files.values())
 
 
 def run_job(job_id: str) -> None:
@@ -203,18 +207,25 @@ def run_job(job_id: str) -> None:
         run.lost = beat.lost
         try:
             result = run.run()
-            finish = _succeeded(result, result.engine_seconds + run.load_seconds)
+            finish = _succeeded(result, result.engine_seconds + run.load_seconds, run.stored_bytes)
         except (Stopped, LeaseLost):
             if run.lost.is_set():
                 log.warning("job %s: lease lost, leaving it to its new owner", job_id)
                 return
             finish = _ended(JobState.CANCELLED, None)
-        except JobFailed as exc:
+        except (JobFailed, InversionFailed) as exc:
             finish = _ended(JobState.FAILED, ErrorInfo(title="Job failed", detail=str(exc)))
+        except MemoryError:
+            finish = _ended(JobState.FAILED, _out_of_memory(ctx.settings.job_memory_mb))
         except Exception as exc:
-            log.exception("job %s failed", job_id)
-            detail = f"{type(exc).__name__}: {exc}"
-            finish = _ended(JobState.FAILED, ErrorInfo(title="Internal error", detail=detail))
+            if is_disk_full(exc):
+                finish = _ended(JobState.FAILED, _disk_full(exc))
+            elif "can't allocate memory" in str(exc):  # torch's allocator, past the job's limit
+                finish = _ended(JobState.FAILED, _out_of_memory(ctx.settings.job_memory_mb))
+            else:
+                log.exception("job %s failed", job_id)
+                detail = f"{type(exc).__name__}: {exc}"
+                finish = _ended(JobState.FAILED, ErrorInfo(title="Internal error", detail=detail))
     final = _retrying(lambda: lease.finish(store, finish))
     if final is not None:
         _retrying(lambda: run.event(StateEvent(state=final.state, error=final.error)))
@@ -222,7 +233,9 @@ def run_job(job_id: str) -> None:
             ctx.stores.artifacts.delete_prefix(keys.job_checkpoint(job.tenant, job_id))
 
 
-def _succeeded(result: AuditResult, engine_seconds: float) -> Callable[[JobRecord], JobRecord]:
+def _succeeded(
+    result: AuditResult, engine_seconds: float, stored_bytes: int
+) -> Callable[[JobRecord], JobRecord]:
     def finish(record: JobRecord) -> JobRecord:
         steps = result.method.step_count
         record.state = JobState.SUCCEEDED
@@ -230,6 +243,7 @@ def _succeeded(result: AuditResult, engine_seconds: float) -> Callable[[JobRecor
         record.metrics = result.metrics.overall
         record.sample_count = len(result.samples)
         record.engine_seconds = engine_seconds
+        record.stored_bytes = stored_bytes
         if record.kind == "inversion":
             record.resumed_from_step = result.resumed_from_step
             record.steps_this_attempt = steps - result.resumed_from_step
@@ -254,6 +268,23 @@ def _ended(state: JobState, error: ErrorInfo | None) -> Callable[[JobRecord], Jo
         return record
 
     return finish
+
+
+def _disk_full(exc: BaseException) -> ErrorInfo:
+    return ErrorInfo(
+        title="Disk full",
+        detail=f"the job could not write its files ({exc}); it resumes from its last "
+        "checkpoint by itself once there is space again",
+        code="disk-full",
+    )
+
+
+def _out_of_memory(budget_mb: int) -> ErrorInfo:
+    return ErrorInfo(
+        title="Out of memory",
+        detail=f"the job needed more than the {budget_mb:,} MB one job may use: ask for fewer "
+        "samples or classes, or a smaller batch_size",
+    )
 
 
 def _retrying(write: Callable[[], T], patience: float = 300.0) -> T:

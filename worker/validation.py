@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from service.background import Heartbeat, claim
 from service.records import ClassifierRecord, DatasetRecord, ErrorInfo, Upload, UploadState
 from service.storage import keys
 from worker.context import WorkerContext, get_context
-from worker.sandbox import Limits, SandboxFailure, run_sandboxed
+from worker.sandbox import Limits, SandboxFailure, process_sandbox
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +59,20 @@ def _validate(
         return
     lease, doc = claimed
     tenant = doc.tenant
+    settings = ctx.settings
+    sandbox = process_sandbox(
+        settings.sandbox_isolation, hidden=[settings.data_dir, settings.blob_root]
+    )
     with (
-        Heartbeat(store, lease, ctx.settings.heartbeat_seconds),
-        tempfile.TemporaryDirectory() as tmp,
+        Heartbeat(store, lease, settings.heartbeat_seconds),
+        sandbox.workdir() as tmp,
     ):
-        upload, canonical = Path(tmp) / "upload", Path(tmp) / "canonical"
+        upload, canonical = tmp / "upload", tmp / "canonical"
         with artifacts.open(upload_key(tenant, record_id)) as src, upload.open("wb") as dst:
             while chunk := src.read(1024 * 1024):
                 dst.write(chunk)
         try:
-            report = run_sandboxed(check, check_args(doc, upload, canonical), _limits(ctx))
+            report = sandbox.run(check, check_args(doc, upload, canonical), _limits(ctx))
         except SandboxFailure as exc:
             log.info("%s %s rejected: %s", model.KIND, record_id, exc)
             verdict: dict[str, Any] = {
@@ -114,6 +117,7 @@ def validate_classifier(classifier_id: str) -> None:
             str(upload),
             record.spec().model_dump_json(),
             str(canonical),
+            get_context().settings.validate_memory_mb,
         ],
     )
 
@@ -125,5 +129,10 @@ def validate_dataset(dataset_id: str) -> None:
         keys.dataset_upload,
         keys.dataset_canonical,
         "worker.checks:check_dataset_upload",
-        lambda record, upload, canonical: [str(upload), record.format, str(canonical)],
+        lambda record, upload, canonical: [
+            str(upload),
+            record.format,
+            str(canonical),
+            get_context().settings.max_dataset_bytes,
+        ],
     )

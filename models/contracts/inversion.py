@@ -12,17 +12,20 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     field_serializer,
-    field_validator,
     model_validator,
 )
+
+from models.contracts.classifier import MAX_CLASSES
 
 __all__ = [
     "METHODS",
     "METHOD_DEFAULTS",
+    "ClassList",
     "InversionConfig",
     "InversionParams",
     "LossWeights",
@@ -39,6 +42,20 @@ MAX_BATCH = 4096
 MAX_SEED = 2**31 - 1
 
 Weight = Annotated[float, Field(ge=0.0, le=100.0)]
+
+
+def _unique(classes: list[int]) -> list[int]:
+    if len(set(classes)) != len(classes):
+        raise ValueError("class indices must be unique")
+    return classes
+
+
+ClassList = Annotated[
+    list[Annotated[int, Field(ge=0)]],
+    Field(min_length=1, max_length=MAX_CLASSES),
+    AfterValidator(_unique),
+]
+"""Class indices: at least one, each once (a repeated class would multiply the work)."""
 
 
 class LossWeights(BaseModel):
@@ -158,8 +175,8 @@ class InversionParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    classes: list[Annotated[int, Field(ge=0)]] | None = Field(
-        None, min_length=1, description="Class indices to invert; all when omitted."
+    classes: ClassList | None = Field(
+        None, description="Class indices to invert; all when omitted."
     )
     samples_per_class: int = Field(100, ge=1, description="Samples drawn per class.")
     steps: int | None = Field(
@@ -179,13 +196,6 @@ class InversionParams(BaseModel):
     sample_dropout: bool = Field(
         False, description="Sample with the generator's dropout on: more variety, less confidence."
     )
-
-    @field_validator("classes")
-    @classmethod
-    def _unique_classes(cls, classes: list[int] | None) -> list[int] | None:
-        if classes is not None and len(set(classes)) != len(classes):
-            raise ValueError("class indices must be unique")
-        return classes
 
     @field_serializer("loss_weights")
     def _given_weights_only(self, weights: LossWeights | None) -> dict[str, float] | None:

@@ -118,16 +118,27 @@ def page_tenant(request: Request, settings: SettingsDep, stores: StoresDep) -> s
 PageTenant = Annotated[str, Depends(page_tenant)]
 
 
-def same_origin(request: Request) -> None:
-    """Refuse state-changing forms posted from another site. The cookie is SameSite=Strict,
-    but keyless loopback access has no cookie to withhold, so the origin is checked too."""
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        raise Forbidden("this form was posted from another site")
+def same_origin(request: Request, settings: SettingsDep) -> None:
+    """Refuse state-changing forms unless they provably come from this dashboard. The cookie
+    is SameSite=Strict, but keyless loopback access has no cookie to withhold, so the browser's
+    own word is required: `Sec-Fetch-Site: same-origin`, or an `Origin` naming this host (a
+    proxy's `X-Forwarded-Host` counts only when the service is told to trust it)."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site != "same-origin":
+        raise Forbidden(f"this form was posted from another site ({fetch_site})")
     origin = request.headers.get("origin")
-    if origin and origin != "null":
-        hosts = {request.headers.get("host"), request.headers.get("x-forwarded-host")}
-        if urlsplit(origin).netloc not in hosts:
-            raise Forbidden(f"this form was posted from another origin ({origin})")
+    if origin is None:
+        if fetch_site is None:
+            raise Forbidden(
+                "this form says neither where it was posted from (Origin) nor how "
+                "(Sec-Fetch-Site): post it from the dashboard in a browser"
+            )
+        return
+    hosts = {request.headers.get("host")}
+    if settings.trust_forwarded_host:
+        hosts.add(request.headers.get("x-forwarded-host"))
+    if origin == "null" or urlsplit(origin).netloc not in hosts:
+        raise Forbidden(f"this form was posted from another origin ({origin})")
 
 
 SameOrigin = Depends(same_origin)

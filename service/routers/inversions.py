@@ -11,7 +11,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from models.contracts.artifacts import ArtifactName
-from service import samples
+from service import quotas, samples
 from service.deps import CeleryDep, SettingsDep, StoresDep, TenantDep
 from service.errors import Conflict, InvalidField
 from service.jobs import cancel, enqueue, new_sampling_job, resume, start_job
@@ -110,10 +110,12 @@ def resume_inversion(
 def delete_inversion(job: JobDep, stores: StoresDep) -> Response:
     if job.state not in FINISHED_JOB_STATES:
         raise Conflict(f"job {job.id} is {job.state}: cancel it first")
-    stores.jobs.delete(JobRecord, job.id)
-    stores.jobs.delete_events(events_stream(job.id))
+    # Files first: that frees space even when the disk is full, and a crash in between leaves a
+    # record whose files read as gone (and can be deleted again), never files without a record.
     stores.artifacts.delete_prefix(keys.job_prefix(job.tenant, job.id))
     samples.forget(job.id)
+    stores.jobs.delete_events(events_stream(job.id))
+    stores.jobs.delete(JobRecord, job.id)
     return Response(status_code=204)
 
 
@@ -177,6 +179,7 @@ def sample_more(
     body: Annotated[SamplingCreate, Body()] = SamplingCreate(),  # noqa: B008
 ) -> InversionPublic:
     """Draw new samples from this job's trained generator: a quick follow-up job, no training."""
+    quotas.check_jobs(stores.jobs, settings, job.tenant)
     follow_up = new_sampling_job(settings, job, body)
     enqueue(stores, celery, follow_up)
     return _with_status_headers(response, follow_up)
@@ -195,9 +198,15 @@ def grid_image(
     job: JobDep,
     request: Request,
     stores: StoresDep,
-    classes: Annotated[str | None, Query(description="Comma-separated class indices")] = None,
+    classes: Annotated[
+        str | None, Query(max_length=8000, description="Comma-separated class indices")
+    ] = None,
+    per_class: Annotated[
+        int, Query(ge=1, le=1000, description="Samples shown per class (the first ones)")
+    ] = 100,
 ) -> Response:
-    """The samples as a grid, one row per class (optionally only `classes`)."""
+    """The samples as a grid, one row per class (optionally only `classes`), at most
+    `samples.MAX_GRID_PIXELS` pixels."""
     wanted = None
     if classes:
         try:
@@ -206,7 +215,9 @@ def grid_image(
             raise InvalidField(
                 "comma-separated class indices, e.g. 0,3,7", field="classes"
             ) from None
-    grid = samples.grid_png(stores.artifacts, job, wanted, per_class=None)
+        if len(set(wanted)) != len(wanted):
+            raise InvalidField("each class at most once", field="classes")
+    grid = samples.grid_png(stores.artifacts, job, wanted, per_class)
     return samples.immutable(request, grid, "image/png")
 
 

@@ -11,6 +11,7 @@ across processes without locks of their own.
 from __future__ import annotations
 
 import builtins
+import errno
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,13 @@ class StoreUnavailable(RuntimeError):
 
 class ArtifactNotFound(KeyError):
     """No blob under that key."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A write failed for want of space (on a blob, or in SQLite's file)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "database or disk is full" in str(exc)
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,15 @@ class ArtifactStore(Protocol):
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every blob under `prefix`; returns how many."""
+
+    def modified_at(self, key: str) -> float:
+        """When the blob was last written (Unix time)."""
+
+    def sweep_partials(self, older_than: float) -> int:
+        """Remove what interrupted writes left behind (Unix time `older_than`); how many."""
+
+    def free_bytes(self) -> int | None:
+        """Space left for blobs (None: the store does not run out, e.g. S3)."""
 
 
 def translate_errors(*driver_errors: type[BaseException]) -> Callable[[type], type]:

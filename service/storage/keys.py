@@ -5,6 +5,15 @@ from __future__ import annotations
 from models.contracts.artifacts import ArtifactName
 
 
+def owner(key: str) -> tuple[str, str, str] | None:
+    """(tenant, collection, id) of a record's blob: collection is `classifiers`, `datasets`
+    or `jobs`; None for a key outside that layout."""
+    parts = key.split("/")
+    if len(parts) < 4 or parts[0] != "tenants":
+        return None
+    return parts[1], parts[2], parts[3]
+
+
 def classifier_prefix(tenant: str, id: str) -> str:
     return f"tenants/{tenant}/classifiers/{id}"
 

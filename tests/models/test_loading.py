@@ -168,7 +168,7 @@ def test_broken_safetensors_are_refused() -> None:
         {"w": {"dtype": "F32", "shape": [1 << 20, 1 << 20], "data_offsets": [0, 1 << 42]}}
     ).encode()
     _rejected(struct.pack("<Q", len(header)) + header + b"\0" * 64, factories.spec(), "truncated")
-    _rejected(struct.pack("<Q", 1 << 40) + b"{}", factories.spec(), "truncated")
+    _rejected(struct.pack("<Q", 1 << 40) + b"{}", factories.spec(), "header declares")
     _rejected(b"\x10\0\0\0\0\0\0\0not json at all!", factories.spec(), "not a safetensors")
     _rejected(b"", factories.spec(), "empty")
 

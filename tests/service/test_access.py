@@ -38,7 +38,12 @@ def test_health_needs_no_key_and_readiness_checks_everything(api: TestClient) ->
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"job_store": "ok", "broker": "ok", "blob_store": "ok"}
+    assert ready.json()["checks"] == {
+        "job_store": "ok",
+        "broker": "ok",
+        "blob_store": "ok",
+        "disk": "ok",
+    }
     assert api.get("/classifiers").status_code == 401
 
 

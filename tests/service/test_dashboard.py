@@ -50,8 +50,13 @@ def page(api: TestClient, url: str, status: int = 200, **kwargs: Any) -> str:
     return response.text
 
 
+SAME_ORIGIN = {"Origin": "http://testserver"}
+"""What a browser sends with the dashboard's own forms."""
+
+
 def form_post(api: TestClient, url: str, data: dict[str, str], **kwargs: Any) -> Any:
-    return api.post(url, data=data, headers=HTML, follow_redirects=False, **kwargs)
+    headers = {**HTML, **SAME_ORIGIN, **kwargs.pop("headers", {})}
+    return api.post(url, data=data, headers=headers, follow_redirects=False, **kwargs)
 
 
 # --- access -------------------------------------------------------------------------------------
@@ -120,25 +125,54 @@ def test_forms_from_another_origin_are_refused(
     api: TestClient, classifier: ClassifierRecord, stores: Stores
 ) -> None:
     data = {"classifier_id": classifier.id, "samples_per_class": "2"}
-    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+    for headers, words in [
+        ({"Origin": "http://evil.example"}, "posted from another origin"),
+        ({"Sec-Fetch-Site": "cross-site"}, "posted from another site"),
+        ({"Sec-Fetch-Site": "same-site", "Origin": "http://testserver"}, "another site"),
+        ({"Origin": "null"}, "posted from another origin (null)"),  # a sandboxed frame, a file
+        ({}, "says neither where it was posted from"),  # no browser sends a form like this
+        ({"Origin": "https://c3.example", "X-Forwarded-Host": "c3.example"}, "another origin"),
+    ]:
         response = api.post("/dashboard/jobs", data=data, headers={**HTML, **headers})
-        assert response.status_code == 403
-        assert "posted from another" in response.text
+        assert response.status_code == 403, headers
+        assert words in response.text, headers
     assert stores.jobs.list(JobRecord).count == 0
-    same = api.post(
-        "/dashboard/jobs",
-        data=data,
-        headers={"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"},
-        follow_redirects=False,
-    )
-    assert same.status_code == 303
-    proxied = api.post(  # behind a proxy that rewrites Host
-        "/dashboard/jobs",
-        data={**data, "idempotency_key": "other"},
-        headers={"Origin": "https://c3.example", "X-Forwarded-Host": "c3.example"},
-        follow_redirects=False,
-    )
+    for n, headers in enumerate([
+        {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"},
+        {"Origin": "http://testserver"},  # a browser without fetch metadata
+        {"Sec-Fetch-Site": "same-origin"},  # a browser that sends no Origin
+    ]):  # fmt: skip
+        same = api.post(
+            "/dashboard/jobs",
+            data={**data, "idempotency_key": f"k{n}"},
+            headers=headers,
+            follow_redirects=False,
+        )
+        assert same.status_code == 303, headers
+
+
+def test_a_trusted_proxy_may_rewrite_the_host(
+    c3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("C3_TRUST_FORWARDED_HOST", "true")
+    with TestClient(create_app(ServiceSettings()), client=("127.0.0.1", 50000)) as behind_proxy:
+        classifier = seed_classifier_via_app(behind_proxy)
+        proxied = behind_proxy.post(
+            "/dashboard/jobs",
+            data={"classifier_id": classifier, "samples_per_class": "2"},
+            headers={"Origin": "https://c3.example", "X-Forwarded-Host": "c3.example"},
+            follow_redirects=False,
+        )
     assert proxied.status_code == 303
+
+
+def seed_classifier_via_app(client: TestClient) -> str:
+    """A ready classifier in the app's own data folder."""
+    opened = open_stores(client.app.state.settings)  # type: ignore[attr-defined]
+    try:
+        return seed_classifier(opened).id
+    finally:
+        opened.close()
 
 
 def test_another_tenants_jobs_do_not_exist(
@@ -182,7 +216,7 @@ def test_classifier_list_and_upload_form(
         "/dashboard/classifiers",
         data=UPLOAD_FORM,  # blank optional fields take their defaults
         files={"file": ("m.safetensors", b"weights", "application/octet-stream")},
-        headers=HTML,
+        headers={**HTML, **SAME_ORIGIN},
         follow_redirects=False,
     )
     assert response.status_code == 303, response.text
@@ -199,7 +233,7 @@ def test_reference_set_upload_form(api: TestClient, stores: Stores) -> None:
         "/dashboard/datasets",
         data={"name": "held-out", "tags": "", "description": ""},
         files={"file": ("ref.npz", b"PK not really", "application/octet-stream")},
-        headers=HTML,
+        headers={**HTML, **SAME_ORIGIN},
         follow_redirects=False,
     )
     assert response.status_code == 303, response.text
@@ -213,7 +247,7 @@ def test_reference_set_upload_form(api: TestClient, stores: Stores) -> None:
         "/dashboard/datasets",
         data={"name": "x"},
         files={"file": ("ref.bin", b"x", "application/octet-stream")},
-        headers=HTML,
+        headers={**HTML, **SAME_ORIGIN},
     )
     assert nameless.status_code == 422
     assert "Upload refused: say `npz` or `png-zip`" in nameless.text
@@ -224,7 +258,7 @@ def test_a_bad_upload_shows_why(api: TestClient, stores: Stores) -> None:
         "/dashboard/classifiers",
         data={**UPLOAD_FORM, "input_shape": "1,8"},
         files={"file": ("m.safetensors", b"weights", "application/octet-stream")},
-        headers=HTML,
+        headers={**HTML, **SAME_ORIGIN},
     )
     assert response.status_code == 422
     assert "Upload refused: input_shape" in response.text
