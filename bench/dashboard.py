@@ -47,88 +47,19 @@ def main() -> int:
         return run(args)
 
 
-def seed_jobs(args: argparse.Namespace) -> tuple[str, str, int]:
-    """Two finished c3 jobs on one digits classifier, made by the engine; their ids."""
-    import torch
-
-    from models.audit import Reference, audit
-    from models.classifier import LoadedClassifier
-    from models.contracts.artifacts import Phase
-    from models.contracts.inversion import InversionConfig
-    from models.digits import load_digits_data, train_classifier
-    from service.records import (
-        ClassifierRecord,
-        DatasetRecord,
-        JobParams,
-        JobRecord,
-        JobState,
-        ProgressEvent,
-        StateEvent,
-        TaskState,
-        events_stream,
-        new_id,
-    )  # fmt: skip
-    from service.settings import ServiceSettings
-    from service.storage import keys, open_stores
-
-    torch.set_num_threads(args.threads)
-    shape = (1, args.side, args.side)
-    data = load_digits_data(shape)
-    model = train_classifier("paper-cnn", data, epochs=5).model
-    classifier = LoadedClassifier(model, shape, data.class_names)
-    stores = open_stores(ServiceSettings())
-    clf = ClassifierRecord(
-        id=new_id("clf"), tenant="local", state="ready", name="digits", format="safetensors",
-        input_shape=shape, class_names=data.class_names, architecture="paper-cnn",
-        sha256="0" * 64, size_bytes=1,
-    )  # fmt: skip
-    ref = DatasetRecord(
-        id=new_id("ds"), tenant="local", state="ready", name="held-out digits", format="npz",
-        sha256="0" * 64, size_bytes=1, input_shape=shape, count=len(data.test_y),
-    )  # fmt: skip
-    stores.jobs.create(clf)
-    stores.jobs.create(ref)
-    ids = []
-    for seed in (0, 1):
-        config = InversionConfig(seed=seed, steps=100)
-        result = audit(
-            classifier, config, samples_per_class=args.per_class,
-            reference=Reference(data.test_x, data.test_y),
-        )  # fmt: skip
-        job = JobRecord(
-            id=new_id("job"), tenant="local", state=JobState.SUCCEEDED, classifier_id=clf.id,
-            dataset_id=ref.id, method="c3", class_names=list(data.class_names),
-            input_shape=shape, sample_count=len(result.samples), metrics=result.metrics.overall,
-            params=JobParams(classes=list(range(10)), samples_per_class=args.per_class,
-                             steps=args.steps, seed=seed),
-            started_at=time.time() - 60, finished_at=time.time(),
-        )  # fmt: skip
-        job.task.state = TaskState.DONE
-        for name, blob in result.artifacts().items():
-            stores.artifacts.put(keys.job_artifact("local", job.id, name), blob)
-        stream = events_stream(job.id)
-        for step in range(15, args.steps + 1, 15):  # a progress event every 15 steps
-            stores.jobs.append_event(stream, ProgressEvent(
-                phase=Phase.TRAINING, step=step, total_steps=args.steps,
-                fraction=step / args.steps, losses={"kl": 1 / step, "total": 1 / step + 0.1},
-                confident_share=min(1.0, 2 * step / args.steps), updated_at=time.time(),
-            ))  # fmt: skip
-        stores.jobs.append_event(stream, StateEvent(state=JobState.SUCCEEDED))
-        stores.jobs.create(job)
-        ids.append(job.id)
-    stores.close()
-    return ids[0], ids[1], args.steps // 15
-
-
 def run(args: argparse.Namespace) -> int:
     from fastapi.testclient import TestClient
 
-    from service import samples
+    from bench.finished_jobs import seed_jobs
+    from bench.machine import describe
     from service.app import create_app
+    from service.read_cache import cache
     from service.settings import ServiceSettings
 
     start = time.perf_counter()
-    id, baseline, events = seed_jobs(args)
+    print(describe("bench/dashboard.py", args.threads))
+    id, baseline = seed_jobs(args.per_class, args.side, args.steps, args.threads)
+    events = args.steps // 15
     n = 10 * args.per_class
     print(
         f"made two c3 jobs of {n} samples (10 classes × {args.per_class}, "
@@ -144,11 +75,13 @@ def run(args: argparse.Namespace) -> int:
         "jobs list": "/dashboard/jobs",
         "compare (2 jobs)": f"/dashboard/compare?jobs={id}&jobs={baseline}",
         "class strip PNG": f"/dashboard/jobs/{id}/classes/3/strip.png",
+        "samples API, page 1": f"/inversions/{id}/samples",
+        "samples API, class ≥.99": f"/inversions/{id}/samples?class=3&min_confidence=0.99",
+        "sample PNG": f"/inversions/{id}/samples/{5 * args.per_class}.png",
     }
 
     def clear_caches() -> None:
-        samples.forget(id)
-        samples.forget(baseline)
+        cache.clear()
 
     failures = 0
     with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as api:

@@ -14,6 +14,7 @@ from service.auth import refuse_unsafe_bind
 from service.errors import install_error_handlers
 from service.gate import RequestGate
 from service.queue import make_celery
+from service.read_cache import cache
 from service.routers import classifiers, datasets, health, inversions, metrics, report
 from service.settings import ServiceSettings, get_settings
 from service.storage import open_stores
@@ -35,6 +36,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if refusal:
             stores.close()
             raise UnsafeBind(refusal)
+        cache.budget = settings.read_cache_mb * 2**20
         app.state.settings = settings
         app.state.stores = stores
         app.state.celery = make_celery(settings)

@@ -60,6 +60,10 @@ class Conflict(Problem):
     status, title, slug = 409, "Conflict", "conflict"
 
 
+class RangeNotSatisfiable(Problem):
+    status, title, slug = 416, "Range not satisfiable", "range-not-satisfiable"
+
+
 class PayloadTooLarge(Problem):
     status, title, slug = 413, "Payload too large", "payload-too-large"
 

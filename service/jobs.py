@@ -60,6 +60,18 @@ def _check_limits(settings: ServiceSettings, **values: int | None) -> None:
             raise InvalidField(f"at most {limits[field]} on this service", field=field)
 
 
+def _check_total(settings: ServiceSettings, classes: list[int], samples_per_class: int) -> None:
+    total = len(classes) * samples_per_class
+    if total > settings.max_samples:
+        fits = max(1, settings.max_samples // len(classes))
+        raise InvalidField(
+            f"{len(classes)} classes × {samples_per_class:,} samples is {total:,} samples, more "
+            f"than the {settings.max_samples:,} a job may draw on this service: ask for at most "
+            f"{fits:,} per class, or fewer classes",
+            field="samples_per_class",
+        )
+
+
 def _check_classes(classes: list[int] | None, classifier: ClassifierRecord) -> list[int]:
     k = classifier.num_classes
     if classes is None:
@@ -133,6 +145,7 @@ def new_job(
         batch_size=body.batch_size,
     )
     classes = _check_classes(body.classes, classifier)
+    _check_total(settings, classes, body.samples_per_class)
     dataset = None
     if body.dataset_id is not None:
         dataset = _ready(store, DatasetRecord, body.dataset_id, tenant, "dataset_id")
@@ -183,6 +196,7 @@ def new_sampling_job(
             f"class {untrained[0]} was not part of the trained job (classes {trained})",
             field="classes",
         )
+    _check_total(settings, classes, body.samples_per_class)
     sample_dropout = body.sample_dropout
     params = parent.params.model_copy(
         update={

@@ -19,6 +19,8 @@ from pydantic import BaseModel, Field
 from models.contracts.artifacts import ArtifactName, AuditFigures, EvasionTable, InversionMetrics
 from service import plots, samples
 from service.errors import Conflict
+from service.images import to_png
+from service.read_cache import cache
 from service.records import (
     ClassifierRecord,
     DatasetRecord,
@@ -52,7 +54,7 @@ def job_metrics(artifacts: ArtifactStore, job: JobRecord) -> InversionMetrics:
         data = samples.artifact(artifacts, job, ArtifactName.METRICS_JSON)
         return InversionMetrics.model_validate_json(data)
 
-    return samples.cached(job, "metrics", load)
+    return cache.get(job, "metrics", load)
 
 
 def job_report_figures(artifacts: ArtifactStore, job: JobRecord) -> AuditFigures | None:
@@ -67,7 +69,7 @@ def job_report_figures(artifacts: ArtifactStore, job: JobRecord) -> AuditFigures
             return None
         return AuditFigures.model_validate_json(data)
 
-    return samples.cached(job, "report", load)
+    return cache.get(job, "report", load)
 
 
 # --- metric tables ----------------------------------------------------------------------------
@@ -249,9 +251,7 @@ def msp_scores(artifacts: ArtifactStore, job: JobRecord) -> tuple[list[float], l
     figures = job_report_figures(artifacts, job)
     if figures is not None:
         return figures.msp.counterfeits, figures.msp.reference
-    return [
-        r.top_k[0][1] if r.top_k else r.confidence for r in samples.sample_index(artifacts, job)
-    ], None
+    return samples.table(artifacts, job).max_probability.astype(float).tolist(), None
 
 
 def job_histogram(artifacts: ArtifactStore, job: JobRecord) -> plots.Histogram:
@@ -262,7 +262,7 @@ def job_histogram(artifacts: ArtifactStore, job: JobRecord) -> plots.Histogram:
             series.append(("real reference", reference))
         return plots.confidence_histogram(series)
 
-    return samples.cached(job, "histogram", build)
+    return cache.get(job, "histogram", build)
 
 
 # --- training curves from the event stream ---------------------------------------------------
@@ -319,7 +319,7 @@ def training_curves(store: JobStore, job: JobRecord) -> Curves:
                 share.append((step, event.confident_share))
         return Curves(losses=losses, confident_share=share)
 
-    return samples.cached(job, "curves", build)
+    return cache.get(job, "curves", build)
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -446,21 +446,23 @@ class Thumb:
 
 
 def inlined_grid(artifacts: ArtifactStore, job: JobRecord) -> dict[int, list[Thumb]]:
-    def build() -> dict[int, list[Thumb]]:
-        return {
-            cls: [
-                Thumb(
-                    index=record.index,
-                    src=data_uri(samples.sample_png(artifacts, job, record.index)),
-                    confidence=record.confidence,
-                    predicted=record.predicted,
-                )
-                for record in samples.class_records(artifacts, job, cls)[:REPORT_GRID_PER_CLASS]
-            ]
-            for cls in job.params.classes[:REPORT_GRID_CLASSES]
-        }
+    def thumbs(cls: int) -> list[Thumb]:
+        table = samples.table(artifacts, job)
+        indices = samples.class_indices(artifacts, job, cls)[:REPORT_GRID_PER_CLASS]
+        return [
+            Thumb(
+                index=int(index),
+                src=data_uri(to_png(image)),
+                confidence=float(table.confidence[index]),
+                predicted=int(table.predicted[index]),
+            )
+            for index, image in zip(indices, samples.pixels(artifacts, job, indices), strict=True)
+        ]
 
-    return samples.cached(job, "inlined-grid", build)
+    def build() -> dict[int, list[Thumb]]:
+        return {cls: thumbs(cls) for cls in job.params.classes[:REPORT_GRID_CLASSES]}
+
+    return cache.get(job, "inlined-grid", build)
 
 
 def _or_dash(value: float | None, spec: str) -> str:

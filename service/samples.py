@@ -1,65 +1,34 @@
-"""Reading a finished job's samples: the index (samples.json), the pixels (samples.npz), image
-responses that caches may keep forever, the grid, and exports.
+"""Reading a finished job's samples: its sample table, pixels by range, images that caches may
+keep forever, and the grid.
 
 A job stores its images once, as one uint8 array in samples.npz (exactly the pixels the worker
 scored), not as a file per sample: a job is a handful of blobs whatever its size, and PNGs are
-encoded on request (tens of microseconds each). A succeeded job never changes, so its index and
-pixels, and the figures derived from them (service.report, the dashboard), are cached per
-process: `cached` is the one cache.
+encoded on request (tens of microseconds each). Reads go through the sample table and range
+reads of the pixels (service.exports), so a page of a 100,000-sample job costs a page.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import zipfile
-from collections import OrderedDict
-from collections.abc import Callable
-from threading import Lock
-from typing import Any, TypeVar
+import threading
+import weakref
 
 import numpy as np
-from fastapi import Request, Response
 
-from models.contracts.artifacts import ArtifactName, SampleIndex, SampleRecord, SamplesArrays
+from models.contracts.artifacts import ArtifactName, SampleRecord
+from models.contracts.npz import StoredArray
+from service import exports
 from service.errors import Conflict, InvalidField, NotFound
 from service.images import GRID_PAD, to_png
 from service.images import grid_png as compose_grid
+from service.read_cache import cache
 from service.records import JobRecord, JobState
+from service.sample_table import SampleTable
 from service.schemas import SamplePublic, TopKPublic
 from service.storage import ArtifactStore, keys
+from service.storage.keys import JobFile
 
-T = TypeVar("T")
-_CACHE_SIZE = 64
 MAX_GRID_PIXELS = 32_000_000
 """The largest grid.png (about 130 MB of RGB pixels in memory while it is drawn)."""
-_cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
-_lock = Lock()
-
-
-def cached(job: JobRecord, name: str, build: Callable[[], T]) -> T:
-    """`build()` once per succeeded job and `name` (its files never change); an unfinished
-    job's figures are never cached."""
-    if job.state != JobState.SUCCEEDED:
-        return build()
-    key = (job.id, name)
-    with _lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            value: T = _cache[key]
-            return value
-    value = build()
-    with _lock:
-        _cache[key] = value
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return value
-
-
-def forget(job_id: str) -> None:
-    with _lock:
-        for key in [k for k in _cache if k[0] == job_id]:
-            del _cache[key]
 
 
 def require_succeeded(job: JobRecord) -> None:
@@ -71,28 +40,65 @@ def require_succeeded(job: JobRecord) -> None:
 
 
 def artifact(artifacts: ArtifactStore, job: JobRecord, name: ArtifactName) -> bytes:
-    """One of the job's files as stored by the worker."""
+    """One of the job's (small) files as stored by the worker."""
     return artifacts.get(keys.job_artifact(job.tenant, job.id, name))
 
 
-def sample_index(artifacts: ArtifactStore, job: JobRecord) -> list[SampleRecord]:
-    """The job's samples.json: one record per sample (target, predicted, confidence, top_k)."""
+_building: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
+_building_lock = threading.Lock()
+
+
+def _job_lock(job_id: str) -> threading.Lock:
+    with _building_lock:
+        lock = _building.get(job_id)
+        if lock is None:
+            lock = threading.Lock()
+            _building[job_id] = lock
+        return lock
+
+
+def manifest(artifacts: ArtifactStore, job: JobRecord) -> exports.Manifest:
+    """The succeeded job's manifest, building its read files first if it has none (a job that
+    finished before they existed); one build per job at a time in this process."""
     require_succeeded(job)
-    return cached(
+
+    def load() -> exports.Manifest:
+        key = exports.job_key(job, JobFile.MANIFEST)
+        with _job_lock(job.id):
+            if not artifacts.exists(key):
+                return exports.build(artifacts, job)
+            return exports.Manifest.model_validate_json(artifacts.get(key))
+
+    return cache.get(job, "manifest", load)
+
+
+def table(artifacts: ArtifactStore, job: JobRecord) -> SampleTable:
+    """The job's samples as columns (target, prediction, confidence, top-k, by class)."""
+    manifest(artifacts, job)
+    return cache.get(
         job,
-        "index",
-        lambda: SampleIndex.validate_json(artifact(artifacts, job, ArtifactName.SAMPLES_JSON)),
+        "table",
+        lambda: SampleTable.from_npz(artifacts.get(exports.job_key(job, JobFile.INDEX))),
     )
 
 
-def pixels(artifacts: ArtifactStore, job: JobRecord) -> np.ndarray:
-    """Every sample's pixels, (n, c, h, w) uint8, from samples.npz."""
-    require_succeeded(job)
-    return cached(
-        job,
-        "pixels",
-        lambda: SamplesArrays.from_npz(artifact(artifacts, job, ArtifactName.SAMPLES_NPZ)).x,
-    )
+def _layout(artifacts: ArtifactStore, job: JobRecord) -> StoredArray:
+    manifest(artifacts, job)
+    return cache.get(job, "layout", lambda: exports.pixel_layout(artifacts, job))
+
+
+def pixels(artifacts: ArtifactStore, job: JobRecord, indices: np.ndarray) -> np.ndarray:
+    """The pixels of samples `indices`, (len, C, H, W) uint8 in that order: one range read per
+    run of consecutive indices (a class's samples are one run)."""
+    layout = _layout(artifacts, job)
+    wanted = np.unique(indices)
+    out = np.empty((len(wanted), *layout.shape[1:]), dtype=np.uint8)
+    breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+    for run in np.split(np.arange(len(wanted)), breaks):
+        if len(run):
+            first = int(wanted[run[0]])
+            out[run] = exports.read_rows(artifacts, job, layout, first, len(run))
+    return out[np.searchsorted(wanted, indices)]
 
 
 def to_public(job: JobRecord, record: SampleRecord) -> SamplePublic:
@@ -111,29 +117,18 @@ def to_public(job: JobRecord, record: SampleRecord) -> SamplePublic:
     )
 
 
-def immutable(request: Request, data: bytes, media_type: str) -> Response:
-    """A response for content that never changes: strong ETag, cached forever, 304 on match."""
-    etag = f'"{hashlib.sha256(data).hexdigest()[:32]}"'
-    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
-    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
-        return Response(status_code=304, headers=headers)
-    return Response(data, media_type=media_type, headers=headers)
-
-
 def sample_png(artifacts: ArtifactStore, job: JobRecord, index: int) -> bytes:
-    images = pixels(artifacts, job)
-    if not 0 <= index < len(images):
-        raise NotFound(f"job {job.id} has no sample {index} (it has {len(images)})")
-    return to_png(images[index])
+    count = len(table(artifacts, job))
+    if not 0 <= index < count:
+        raise NotFound(f"job {job.id} has no sample {index} (it has {count})")
+    return to_png(pixels(artifacts, job, np.array([index]))[0])
 
 
-def class_records(artifacts: ArtifactStore, job: JobRecord, cls: int) -> list[SampleRecord]:
-    """The samples of one class, in index order."""
+def class_indices(artifacts: ArtifactStore, job: JobRecord, cls: int) -> np.ndarray:
+    """The indices of one class's samples, in index order."""
     if cls not in job.params.classes:
         raise NotFound(f"job {job.id} has no samples of class {cls}")
-    return cached(
-        job, f"class-{cls}", lambda: [r for r in sample_index(artifacts, job) if r.target == cls]
-    )
+    return table(artifacts, job).of_class(cls)
 
 
 def grid_png(
@@ -154,41 +149,7 @@ def grid_png(
             f"classes (?classes=0,1,2) or fewer samples per class (?per_class={fits})",
             field="per_class",
         )
-    images = pixels(artifacts, job)
-    rows = [[images[r.index] for r in class_records(artifacts, job, c)[:columns]] for c in wanted]
+    rows = [
+        list(pixels(artifacts, job, class_indices(artifacts, job, c)[:columns])) for c in wanted
+    ]
     return compose_grid(rows)
-
-
-def samples_zip(artifacts: ArtifactStore, job: JobRecord) -> bytes:
-    """Every sample as PNG, with samples.json and metrics.json."""
-    records = sample_index(artifacts, job)
-    images = pixels(artifacts, job)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
-        for record in records:
-            archive.writestr(f"samples/{record.index:06d}.png", to_png(images[record.index]))
-        archive.writestr("samples.json", artifact(artifacts, job, ArtifactName.SAMPLES_JSON))
-        archive.writestr("metrics.json", artifact(artifacts, job, ArtifactName.METRICS_JSON))
-    return out.getvalue()
-
-
-def samples_npz(artifacts: ArtifactStore, job: JobRecord) -> bytes:
-    require_succeeded(job)
-    return artifact(artifacts, job, ArtifactName.SAMPLES_NPZ)
-
-
-def reject_class_dataset(artifacts: ArtifactStore, job: JobRecord) -> bytes:
-    """The counterfeits as a labelled "reject class" training set: every image gets label K (one
-    past the classifier's classes), so a team can retrain with a garbage class."""
-    x = pixels(artifacts, job)
-    targets = np.array([r.target for r in sample_index(artifacts, job)], dtype=np.int64)
-    reject = len(job.class_names)
-    out = io.BytesIO()
-    np.savez_compressed(
-        out,
-        x=x,
-        y=np.full(len(x), reject, dtype=np.int64),
-        counterfeit_of=targets,
-        class_names=np.array([*job.class_names, "reject"]),
-    )
-    return out.getvalue()

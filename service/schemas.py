@@ -194,7 +194,8 @@ class SamplePublic(BaseModel):
 
 class SamplesPublic(BaseModel):
     data: list[SamplePublic]
-    count: int
+    count: int = Field(description="How many samples match the filters, on every page.")
+    next: str | None = Field(None, description="The next page's URL; None on the last page.")
 
 
 __all__ = [

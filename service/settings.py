@@ -80,12 +80,22 @@ class ServiceSettings(CommonSettings):
         1024 * 1024, description="Largest request body other than an upload (413 above it)."
     )
     max_steps: int = Field(20_000, description="Largest training budget a job may ask for.")
-    max_samples_per_class: int = Field(1_000, description="Most samples per class a job may ask.")
+    max_samples_per_class: int = Field(
+        10_000, description="Most samples per class a job may ask for."
+    )
+    max_samples: int = Field(
+        100_000, description="Most samples a job may ask for (classes × samples per class)."
+    )
     max_batch_size: int = Field(1_024, description="Largest batch size a job may ask for.")
     trust_forwarded_host: bool = Field(
         False,
         description="Behind a proxy that sets X-Forwarded-Host: the dashboard's forms may come "
         "from that host.",
+    )
+    read_cache_mb: int = Field(
+        64,
+        description="Memory each API process may keep of finished jobs' sample tables and "
+        "figures (least recently used go first).",
     )
     quota_active_jobs: int = Field(
         20, description="Jobs a tenant may have queued or running at once (429 above)."

@@ -3,6 +3,7 @@ leaves them, written through the contracts (no worker, no torch), for the servic
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from typing import Any
@@ -21,6 +22,7 @@ from models.contracts.artifacts import (
     SampleRecord,
     SamplesArrays,
 )
+from service import exports
 from service.records import (
     ClassifierRecord,
     DatasetRecord,
@@ -154,9 +156,11 @@ def seed_job(
     seed: int = 0,
     progress_every: int = 10,
     reference_size: int = 200,
+    legacy: bool = False,
 ) -> JobRecord:
     """A job as the worker leaves it: record, events (a progress event every `progress_every`
-    steps) and, when succeeded, every artifact."""
+    steps) and, when succeeded, every artifact and export. `legacy`: as version 1 left it
+    (compressed samples.npz, no exports)."""
     rng = np.random.default_rng(seed)
     dataset = None
     if reference:
@@ -227,14 +231,19 @@ def seed_job(
         predicted=np.array([s.predicted for s in samples]),
         confidence=conf,
     )
+    npz = io.BytesIO()
+    if legacy:
+        np.savez_compressed(npz, **vars(arrays))
     files = {
         ArtifactName.SAMPLES_JSON: SampleIndex.dump_json(samples),
-        ArtifactName.SAMPLES_NPZ: arrays.to_npz(),
+        ArtifactName.SAMPLES_NPZ: npz.getvalue() if legacy else arrays.to_npz(),
         ArtifactName.METRICS_JSON: metrics.model_dump_json().encode(),
         ArtifactName.REPORT_JSON: figures.model_dump_json().encode(),
     }
     for name, blob in files.items():
         stores.artifacts.put(keys.job_artifact(job.tenant, job.id, name), blob)
+    if not legacy:
+        exports.build(stores.artifacts, job)
     job.finished_at, job.metrics, job.sample_count = time.time(), metrics.overall, n
     if job.progress is not None:
         job.progress = job.progress.model_copy(

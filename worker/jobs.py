@@ -14,7 +14,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -28,6 +28,8 @@ from models.contracts.classifier import ClassifierRejected
 from models.device import pick_device
 from models.reference_data import load_canonical
 from service.background import Claim, Heartbeat, claim
+from service.exports import build as build_exports
+from service.exports import file_chunks
 from service.records import (
     ClassifierRecord,
     DatasetRecord,
@@ -124,8 +126,6 @@ class JobRun:
             ),
             device=device,
         )
-        self.report(Progress(phase=Phase.SAVING, step=0, total_steps=1, fraction=0.0,
-                             updated_at=time.time()))  # fmt: skip
         self.stored_bytes = self._save(result)
         return result
 
@@ -182,25 +182,44 @@ class JobRun:
         )
 
     def _save(self, result: AuditResult) -> int:
-        """Store the run's files; returns their bytes."""
+        """Store the run's files and build its exports (service.exports); returns their
+        bytes."""
         artifacts, tenant, id = self.ctx.stores.artifacts, self.job.tenant, self.job.id
-        files = {keys.job_artifact(tenant, id, n): blob for n, blob in result.artifacts().items()}
-        if self.job.kind == "inversion" and result.trained_state is not None:
-            files[keys.job_generator(tenant, id)] = result.trained_state
-        stored = 0
-        for key, blob in files.items():
+        saving = Throttle(self.ctx.settings.progress_every_seconds)
+
+        def report(done: int, total: int) -> None:
+            if saving.due() or done == total:
+                fraction = done / max(total, 1)
+                self.report(Progress(phase=Phase.SAVING, step=done, total_steps=total,
+                                     fraction=fraction, updated_at=time.time()))  # fmt: skip
+
+        report(0, len(result.samples))
+        for name, blob in result.artifacts().items():
+            key = keys.job_artifact(tenant, id, name)
             if isinstance(blob, Path):  # streamed from the file, never read whole
-                stored += artifacts.put_stream(key, _file_chunks(blob))
+                with blob.open("rb") as f:
+                    artifacts.put_stream(key, file_chunks(f))
             else:
                 artifacts.put(key, blob)
-                stored += len(blob)
+        stored = sum(f.bytes for f in build_exports(artifacts, self.job, report).files.values())
+        if self.job.kind == "inversion" and result.trained_state is not None:
+            artifacts.put(keys.job_generator(tenant, id), result.trained_state)
+            stored += len(result.trained_state)
         return stored
 
 
-def _file_chunks(path: Path, size: int = 1024 * 1024) -> Iterator[bytes]:
-    with path.open("rb") as f:
-        while chunk := f.read(size):
-            yield chunk
+class Throttle:
+    """True at most once per `seconds` (and the first time)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self._last = seconds, -float("inf")
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.seconds:
+            return False
+        self._last = now
+        return True
 
 
 def run_job(job_id: str) -> None:

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import io
 import math
-import zipfile
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.lib import format as npy_format
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+from models.contracts.npz import NpzWriter
 
 __all__ = [
     "CONFIDENT",
@@ -171,7 +171,7 @@ class SamplesArrays:
 
     def to_npz(self) -> bytes:
         buffer = io.BytesIO()
-        np.savez_compressed(
+        np.savez(  # stored, not compressed: see models.contracts.npz
             buffer,
             x=self.x.astype(np.uint8),
             targets=self.targets.astype(np.int64),
@@ -197,32 +197,23 @@ class SamplesWriter:
     time, so a run never holds all of them (the same file `SamplesArrays.to_npz` writes)."""
 
     def __init__(self, path: Path, count: int, shape: tuple[int, ...]) -> None:
-        self.path, self._count, self._written = path, count, 0
-        self._archive = zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
-        self._x = self._archive.open("x.npy", "w", force_zip64=True)
-        header = {"descr": "|u1", "fortran_order": False, "shape": (count, *shape)}
-        npy_format.write_array_header_1_0(self._x, header)
+        self.path = path
+        self._npz = NpzWriter(path)
+        self._x = self._npz.stream("x", np.dtype(np.uint8), (count, *shape))
 
     def write(self, pixels: np.ndarray) -> None:
         """The next samples' pixels, (n, C, H, W) uint8, in index order."""
-        self._x.write(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
-        self._written += len(pixels)
+        self._x.write(pixels)
 
     def close(self, targets: np.ndarray, predicted: np.ndarray, confidence: np.ndarray) -> Path:
         """Finish the archive with each sample's verdict; the file's path."""
-        self._x.close()
-        if self._written != self._count:
-            self._archive.close()
-            raise ValueError(f"{self._written} samples written, {self._count} announced")
-        columns: dict[str, np.ndarray] = {
-            "targets": targets.astype(np.int64),
-            "predicted": predicted.astype(np.int64),
-            "confidence": confidence.astype(np.float32),
-        }
-        for name, array in columns.items():
-            with self._archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
-                npy_format.write_array(entry, array, allow_pickle=False)
-        self._archive.close()
+        try:
+            self._x.close()
+        finally:
+            self._npz.array("targets", targets.astype(np.int64))
+            self._npz.array("predicted", predicted.astype(np.int64))
+            self._npz.array("confidence", confidence.astype(np.float32))
+            self._npz.close()
         return self.path
 
 

@@ -6,11 +6,11 @@ import math
 import secrets
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from models.contracts.artifacts import SampleRecord
-from service import plots, report, samples
+from service import downloads, plots, report, samples
 from service.dashboard.session import PageTenant, SameOrigin, page_router
 from service.dashboard.templating import render
 from service.dashboard.views import (
@@ -23,6 +23,7 @@ from service.deps import CeleryDep, SettingsDep, StoresDep
 from service.errors import Problem
 from service.images import grid_png
 from service.jobs import cancel, start_job
+from service.read_cache import cache
 from service.records import (
     FINISHED_JOB_STATES,
     ClassifierRecord,
@@ -32,6 +33,7 @@ from service.records import (
     UploadState,
 )
 from service.registry import get_owned
+from service.sample_table import SampleTable
 from service.storage import ArtifactStore, Stores
 
 router = page_router()
@@ -180,11 +182,13 @@ def job_page(
     return render(request, "job.html", **context)
 
 
-SORTS = {
-    "index": (lambda r: r.index),
-    "confidence": (lambda r: (r.confidence, r.index)),
-    "-confidence": (lambda r: (-r.confidence, r.index)),
-}
+def sorted_by(table: SampleTable, indices: np.ndarray, sort: str) -> np.ndarray:
+    """`indices` in index order, by confidence, or by confidence descending (ties by index)."""
+    if sort == "index":
+        return indices
+    confidence = table.confidence[indices]
+    order = np.lexsort((indices, -confidence if sort == "-confidence" else confidence))
+    return indices[order]
 
 
 @router.get("/jobs/{id}/classes/{cls}", response_class=HTMLResponse)
@@ -196,14 +200,13 @@ def class_page(
     page: Annotated[int, Query(ge=1)] = 1,
     sort: Annotated[str, Query(pattern="^(index|confidence|-confidence)$")] = "index",
 ) -> HTMLResponse:
-    samples.require_succeeded(job)
-    records: list[SampleRecord] = samples.class_records(stores.artifacts, job, cls)
-    if sort != "index":
-        records = samples.cached(
-            job, f"class-{cls}-{sort}", lambda: sorted(records, key=SORTS[sort])
-        )
-    page, pages = _pages(page, len(records), SAMPLES_PER_PAGE)
-    shown = records[(page - 1) * SAMPLES_PER_PAGE : page * SAMPLES_PER_PAGE]
+    table = samples.table(stores.artifacts, job)
+    indices = sorted_by(table, samples.class_indices(stores.artifacts, job, cls), sort)
+    page, pages = _pages(page, len(indices), SAMPLES_PER_PAGE)
+    shown = [
+        table.record(int(i))
+        for i in indices[(page - 1) * SAMPLES_PER_PAGE : page * SAMPLES_PER_PAGE]
+    ]
     return render(
         request,
         "class_samples.html",
@@ -211,7 +214,7 @@ def class_page(
         job=job,
         cls=cls,
         samples=[samples.to_public(job, r) for r in shown],
-        count=len(records),
+        count=len(indices),
         page=page,
         pages=pages,
         sort=sort,
@@ -222,14 +225,13 @@ def class_strip(artifacts: ArtifactStore, job: JobRecord, cls: int) -> bytes:
     """The first samples of a class side by side, one PNG (one request per class)."""
 
     def build() -> bytes:
-        images = samples.pixels(artifacts, job)
-        records = samples.class_records(artifacts, job, cls)[:STRIP_SAMPLES]
-        return grid_png([[images[r.index] for r in records]], margin=0)
+        indices = samples.class_indices(artifacts, job, cls)[:STRIP_SAMPLES]
+        return grid_png([list(samples.pixels(artifacts, job, indices))], margin=0)
 
-    return samples.cached(job, f"strip-{cls}", build)
+    return cache.get(job, f"strip-{cls}", build)
 
 
 @router.get("/jobs/{id}/classes/{cls}/strip.png", response_class=Response)
 def class_strip_png(job: PageJob, cls: int, request: Request, stores: StoresDep) -> Response:
     samples.require_succeeded(job)
-    return samples.immutable(request, class_strip(stores.artifacts, job, cls), "image/png")
+    return downloads.immutable(request, class_strip(stores.artifacts, job, cls), "image/png")

@@ -6,12 +6,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from models.contracts.artifacts import ArtifactName
-from service import quotas, samples
+from service import downloads, quotas, read_cache, samples
 from service.deps import CeleryDep, SettingsDep, StoresDep, TenantDep
 from service.errors import Conflict, InvalidField
 from service.jobs import cancel, enqueue, new_sampling_job, resume, start_job
@@ -25,6 +26,7 @@ from service.schemas import (
     SamplingCreate,
 )
 from service.storage import keys
+from service.storage.keys import JobFile
 
 router = APIRouter(prefix="/inversions", tags=["inversions"])
 
@@ -113,7 +115,7 @@ def delete_inversion(job: JobDep, stores: StoresDep) -> Response:
     # Files first: that frees space even when the disk is full, and a crash in between leaves a
     # record whose files read as gone (and can be deleted again), never files without a record.
     stores.artifacts.delete_prefix(keys.job_prefix(job.tenant, job.id))
-    samples.forget(job.id)
+    read_cache.cache.forget(job.id)
     stores.jobs.delete_events(events_stream(job.id))
     stores.jobs.delete(JobRecord, job.id)
     return Response(status_code=204)
@@ -151,22 +153,36 @@ async def follow_inversion(
 @router.get("/{id}/samples", response_model=SamplesPublic)
 def list_samples(
     job: JobDep,
+    request: Request,
     stores: StoresDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[
+        int | None,
+        Query(ge=-1, description="Cursor: only samples with a larger index (see `next`)."),
+    ] = None,
+    offset: Annotated[int, Query(ge=0, description="Samples to skip (after the cursor).")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     class_: Annotated[int | None, Query(alias="class", ge=0)] = None,
     min_confidence: Annotated[float, Query(ge=0, le=1)] = 0.0,
     max_confidence: Annotated[float, Query(ge=0, le=1)] = 1.0,
 ) -> SamplesPublic:
-    """Samples with their confidences, filtered by target class and confidence range."""
-    records = [
-        r
-        for r in samples.sample_index(stores.artifacts, job)
-        if (class_ is None or r.target == class_)
-        and min_confidence <= r.confidence <= max_confidence
-    ]
-    page = records[offset : offset + limit]
-    return SamplesPublic(data=[samples.to_public(job, r) for r in page], count=len(records))
+    """Samples with their confidences, in index order, filtered by target class and confidence
+    range. `count` is how many match; follow `next` for the following page."""
+    table = samples.table(stores.artifacts, job)
+    matching = table.select(class_, min_confidence, max_confidence)
+    start = offset + (
+        int(np.searchsorted(matching, after, side="right")) if after is not None else 0
+    )
+    page = matching[start : start + limit]
+    next_url = None
+    if start + limit < len(matching):
+        next_url = str(
+            request.url.include_query_params(after=int(page[-1])).remove_query_params("offset")
+        )
+    return SamplesPublic(
+        data=[samples.to_public(job, table.record(int(i))) for i in page],
+        count=len(matching),
+        next=next_url,
+    )
 
 
 @router.post("/{id}/samples", status_code=202, response_model=InversionPublic)
@@ -190,7 +206,9 @@ PNG: dict[str, Any] = {"content": {"image/png": {}}}
 
 @router.get("/{id}/samples/{index}.png", response_class=Response, responses={200: PNG})
 def sample_image(job: JobDep, index: int, request: Request, stores: StoresDep) -> Response:
-    return samples.immutable(request, samples.sample_png(stores.artifacts, job, index), "image/png")
+    return downloads.immutable(
+        request, samples.sample_png(stores.artifacts, job, index), "image/png"
+    )
 
 
 @router.get("/{id}/grid.png", response_class=Response, responses={200: PNG})
@@ -218,50 +236,56 @@ def grid_image(
         if len(set(wanted)) != len(wanted):
             raise InvalidField("each class at most once", field="classes")
     grid = samples.grid_png(stores.artifacts, job, wanted, per_class)
-    return samples.immutable(request, grid, "image/png")
+    return downloads.immutable(request, grid, "image/png")
 
 
-def _download(request: Request, data: bytes, media_type: str, filename: str) -> Response:
-    response = samples.immutable(request, data, media_type)
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
-
-
-@router.get("/{id}/samples.zip", response_class=Response)
-def samples_zip(job: JobDep, request: Request, stores: StoresDep) -> Response:
-    return _download(
-        request,
-        samples.samples_zip(stores.artifacts, job),
-        "application/zip",
-        f"{job.id}-samples.zip",
+def _stored(
+    job: JobRecord, request: Request, stores: StoresDep, name: ArtifactName | JobFile,
+    media_type: str, filename: str | None,
+) -> Response:  # fmt: skip
+    """One of the job's stored files, streamed (ETag, byte ranges)."""
+    samples.require_succeeded(job)
+    manifest = samples.manifest(stores.artifacts, job)
+    key = keys.job_artifact(job.tenant, job.id, name)
+    return downloads.stored(
+        request, stores.artifacts, key, manifest.files[name.value], media_type, filename
     )
 
 
-@router.get("/{id}/samples.npz", response_class=Response)
+BINARY: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}},
+    206: {"description": "The byte range asked for (`Range: bytes=…`)."},
+    304: {"description": "Not modified: the `If-None-Match` ETag matches."},
+}
+
+
+@router.get("/{id}/samples.zip", response_class=Response, responses=BINARY)
+def samples_zip(job: JobDep, request: Request, stores: StoresDep) -> Response:
+    """Every sample as PNG (`samples/000000.png`, …) with samples.json and metrics.json."""
+    return _stored(
+        job, request, stores, JobFile.SAMPLES_ZIP, "application/zip", f"{job.id}-samples.zip"
+    )
+
+
+@router.get("/{id}/samples.npz", response_class=Response, responses=BINARY)
 def samples_npz(job: JobDep, request: Request, stores: StoresDep) -> Response:
     """`x` (N×C×H×W uint8), `targets`, `predicted`, `confidence`."""
-    return _download(
-        request,
-        samples.samples_npz(stores.artifacts, job),
-        "application/octet-stream",
+    return _stored(
+        job, request, stores, ArtifactName.SAMPLES_NPZ, "application/octet-stream",
         f"{job.id}-samples.npz",
-    )
+    )  # fmt: skip
 
 
 @router.get("/{id}/metrics.json", response_class=Response)
 def metrics_json(job: JobDep, request: Request, stores: StoresDep) -> Response:
     """Every metric, per class and overall (see the method notes)."""
-    samples.require_succeeded(job)
-    data = samples.artifact(stores.artifacts, job, ArtifactName.METRICS_JSON)
-    return samples.immutable(request, data, "application/json")
+    return _stored(job, request, stores, ArtifactName.METRICS_JSON, "application/json", None)
 
 
-@router.get("/{id}/dataset", response_class=Response)
+@router.get("/{id}/dataset", response_class=Response, responses=BINARY)
 def reject_class_dataset(job: JobDep, request: Request, stores: StoresDep) -> Response:
     """The counterfeits as a labelled reject-class training set (`.npz`: x, y = K, …)."""
-    return _download(
-        request,
-        samples.reject_class_dataset(stores.artifacts, job),
-        "application/octet-stream",
+    return _stored(
+        job, request, stores, JobFile.REJECT_CLASS, "application/octet-stream",
         f"{job.id}-reject-class.npz",
-    )
+    )  # fmt: skip

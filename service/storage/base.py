@@ -132,7 +132,12 @@ class ArtifactStore(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
-    def open(self, key: str) -> BinaryIO: ...
+    def open(self, key: str) -> BinaryIO:
+        """The blob as a seekable binary file (the caller closes it)."""
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """`length` bytes from `start` (fewer at the end): a page of a large blob without
+        reading the rest."""
 
     def exists(self, key: str) -> bool: ...
 

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from models.contracts.artifacts import ArtifactName
+
+
+class JobFile(StrEnum):
+    """What the service derives from a finished job's files, once (service.exports)."""
+
+    INDEX = "index.npz"
+    SAMPLES_ZIP = "samples.zip"
+    REJECT_CLASS = "reject-class.npz"
+    MANIFEST = "files.json"
 
 
 def owner(key: str) -> tuple[str, str, str] | None:
@@ -55,6 +66,6 @@ def job_generator(tenant: str, id: str) -> str:
     return f"{job_prefix(tenant, id)}/generator.pt"
 
 
-def job_artifact(tenant: str, id: str, name: ArtifactName) -> str:
-    """A finished job's files (models.contracts.artifacts): samples, metrics, report."""
+def job_artifact(tenant: str, id: str, name: ArtifactName | JobFile) -> str:
+    """A finished job's files: the engine's (samples, metrics, report) and the service's."""
     return f"{job_prefix(tenant, id)}/{name.value}"

@@ -60,6 +60,11 @@ class LocalArtifactStore:
         except FileNotFoundError as exc:
             raise ArtifactNotFound(key) from exc
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        with self.open(key) as f:
+            f.seek(start)
+            return f.read(length)
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from models.loading import load_classifier
+from service.exports import Manifest
+from service.storage.local_blobs import LocalArtifactStore
 from tests import factories
 from tests.e2e.conftest import ARCH, SHAPE, Service, classifier_bytes, decode_png
 
@@ -137,6 +139,19 @@ def test_exports(service: Service, finished: dict[str, Any]) -> None:
     assert list(reject["counterfeit_of"][:4]) == [0, 0, 0, 0]
     metrics = service.request("GET", f"/inversions/{id}/metrics.json").json()
     assert set(metrics["per_class"]) == set(factories.DIGIT_CLASSES)
+
+
+def test_the_worker_stores_the_exports_before_the_job_succeeds(
+    service: Service, finished: dict[str, Any]
+) -> None:
+    id = finished["job"]["id"]
+    blobs = LocalArtifactStore(service.workdir / "data" / "blobs")
+    key = next(k for k in blobs.list("tenants") if k.endswith(f"/{id}/files.json"))
+    manifest = Manifest.model_validate_json(blobs.get(key))
+    assert {"samples.zip", "reject-class.npz", "index.npz", "samples.npz"} <= set(manifest.files)
+    download = service.request("GET", f"/inversions/{id}/samples.zip")
+    assert download.headers["etag"] == manifest.files["samples.zip"].etag
+    assert len(download.content) == manifest.files["samples.zip"].bytes
 
 
 def test_audit_report_has_the_evasion_table(service: Service, finished: dict[str, Any]) -> None:

@@ -183,8 +183,8 @@ def stores_of(api: TestClient) -> Stores:
 
 
 def test_a_job_over_the_memory_budget_is_refused_with_the_figures(api: TestClient) -> None:
-    """The service's own limits allow 1,000 classes × 1,000 samples of 4×512×512: estimated
-    at submission, such a job is refused before it can take a worker down."""
+    """The service's own limits allow 1,000 classes × 100 samples of 4×512×512: estimated at
+    submission, such a job is refused before it can take a worker down."""
     opened = stores_of(api)
     try:
         big = records.classifier_record(classes=1000, architecture="paper-cnn")
@@ -200,7 +200,11 @@ def test_a_job_over_the_memory_budget_is_refused_with_the_figures(api: TestClien
         opened.jobs.create(profiled)
     finally:
         opened.close()
-    huge = problem(start(api, big.id, samples_per_class=1000), 422)
+    over_cap = problem(start(api, big.id, samples_per_class=1000), 422)
+    assert over_cap["field"] == "samples_per_class"
+    assert "1,000,000 samples" in over_cap["detail"]
+    assert "at most 100 per class" in over_cap["detail"]
+    huge = problem(start(api, big.id, samples_per_class=100), 422)
     assert "MB one job may use on this service" in huge["detail"]
     assert huge["estimate"]["total"] > 4096 * 2**20
     assert huge["estimate"]["samples"] > huge["estimate"]["reference"]

@@ -1,0 +1,24 @@
+"""The line every benchmark prints first: what ran, on how many threads, how busy the box was."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def describe(name: str, threads: int) -> str:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return (
+        f"# {name}: {threads} torch thread(s) on {os.cpu_count()} CPUs ({platform.machine()}), "
+        f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at start"
+    )
+
+
+def rss_mb(pid: int | str = "self") -> tuple[float, float]:
+    """(current, peak) resident memory of a process, MB (Linux /proc)."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
