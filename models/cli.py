@@ -164,7 +164,7 @@ def _invert(args: argparse.Namespace) -> int:
     method = build_method(classifier, config, device)
 
     start = time.perf_counter()
-    steps = config.steps if method.needs_training else 0
+    steps = config.step_budget if method.needs_training else 0
     if steps:
         with tqdm(total=steps, desc=f"training {config.method}", disable=args.quiet) as bar:
 

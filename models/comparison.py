@@ -53,7 +53,7 @@ def run_method(
     """
     method = build_method(classifier, config, device)
     start = time.perf_counter()
-    steps = config.steps if method.needs_training else 0
+    steps = config.step_budget if method.needs_training else 0
     train(method, steps=steps, on_progress=on_progress)
     train_seconds = time.perf_counter() - start
     targets = torch.arange(classifier.num_classes).repeat_interleave(per_class)

@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["InversionConfig", "LossWeights"]
+__all__ = ["RECIPES", "RECIPE_STEPS", "InversionConfig", "LossWeights"]
+
+# Training recipes of the generator methods (c3, soft). "adaptive": closed loop per class
+# (models.control), stops when the targets hold on probe batches or the budget is spent.
+# "paper": the paper's fixed recipe (constant weights, fixed step count). "fade": the previous
+# default, paper weights fading out between `diversity_fade` of a fixed step count.
+RECIPES: tuple[str, ...] = ("adaptive", "paper", "fade")
+RECIPE_STEPS: dict[str, int] = {"adaptive": 3000, "paper": 500, "fade": 500}
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,13 @@ class LossWeights:
 
     @classmethod
     def c3(cls) -> LossWeights:
-        """C3: KL(one-hot ‖ p) + 0.1 cosine + 0.1 orthogonality."""
+        """C3, adaptive recipe: the paper's terms plus mode seeking (MSGAN), all of them
+        scaled per class by the controller (`models.control`)."""
+        return cls(mode_seeking=0.5)
+
+    @classmethod
+    def paper(cls) -> LossWeights:
+        """C3 as published: KL(one-hot ‖ p) + 0.1 cosine + 0.1 orthogonality."""
         return cls()
 
     @classmethod
@@ -85,6 +98,14 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "pixel_batch_size": (1, 4096),
     "sample_batch_size": (1, 65_536),
     "seed": (0, 2**63 - 1),
+    # -- issue 10: adaptive recipe (models.control) --
+    "check_every": (1, 100_000),
+    "probe_per_class": (0, 256),
+    "target_confident_share": (0.0, 1.0),
+    "target_class_confident_share": (0.0, 1.0),
+    "target_argmax_share": (0.0, 1.0),
+    "confidence_threshold": (0.5, 0.999999),
+    "diversity_floor": (0.0, 1.0),
 }
 
 
@@ -93,7 +114,9 @@ class InversionConfig:
     """One inversion run. Defaults are the known-good C3 settings (method.md)."""
 
     method: str = "c3"  # registered method name: "c3", "soft" or "pixel"
-    steps: int = 500  # generator training steps (about 11 s for digits on 2 CPU threads)
+    steps: int | None = None  # generator training steps; None: the recipe's (RECIPE_STEPS:
+    # adaptive 3000 as a budget it stops early within, paper and fade 500 fixed). Always an
+    # int after construction (`step_budget`).
     batch_size: int = 64  # generator training batch, labels balanced over the classes
     lr: float = 1e-3  # Adam learning rate of the generator
     betas: tuple[float, float] = (0.5, 0.999)  # Adam betas (GAN-style)
@@ -112,10 +135,26 @@ class InversionConfig:
     pixel_batch_size: int = 250  # pixel: samples optimised together (independent per sample)
     sample_batch_size: int = 500  # generator forward batch when sampling
     seed: int = 0  # seeds weights, z, dropout masks and labels: CPU runs are reproducible
+    # -- issue 10: the adaptive recipe and its targets (models.control). The lead ports this
+    # block to the pydantic InversionConfig in models/contracts/. --
+    recipe: str = "adaptive"  # "adaptive" (closed loop), "paper" (fixed), "fade" (previous)
+    check_every: int = 50  # adaptive: probe the generator every this many steps
+    probe_per_class: int = 0  # adaptive: probe samples per class; 0: sized to the class
+    # count, clamp(640 // K, 8, 32)
+    target_confident_share: float = 0.99  # share of samples at p_y >= confidence_threshold
+    target_class_confident_share: float = 0.97  # ... in every class
+    target_argmax_share: float = 0.995  # share with argmax = target
+    confidence_threshold: float = 0.99  # p_y that counts as confident
+    diversity_floor: float = 0.18  # a class whose probes differ by less than this RMS pixel
+    # distance (mean over pairs, [0, 1] pixels) counts as collapsed; no real data needed
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or not self.method:
             raise ValueError("method must be a method name")
+        if not isinstance(self.recipe, str) or self.recipe not in RECIPES:
+            raise ValueError(f"'recipe' must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        if self.steps is None:
+            object.__setattr__(self, "steps", RECIPE_STEPS[self.recipe])
         for name, (low, high) in _LIMITS.items():
             value = getattr(self, name)
             integral = _FIELD_TYPES[name] is int
@@ -145,6 +184,15 @@ class InversionConfig:
         if self.weights is not None and not isinstance(self.weights, LossWeights):
             raise ValueError("'weights' must be LossWeights")
 
+    @property
+    def step_budget(self) -> int:
+        """`steps` resolved (never None after construction)."""
+        return int(self.steps or 0)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.recipe == "adaptive"
+
     @classmethod
     def tiny(cls, method: str = "c3", **overrides: Any) -> InversionConfig:
         """Runs in about a second on a CPU: for tests and smoke runs."""
@@ -157,6 +205,8 @@ class InversionConfig:
             pixel_steps=5,
             pixel_batch_size=16,
             sample_batch_size=64,
+            check_every=4,
+            probe_per_class=4,
         )
         base.update(overrides)
         return cls(**base)
@@ -196,4 +246,11 @@ _FIELD_TYPES: dict[str, type] = {
     "pixel_batch_size": int,
     "sample_batch_size": int,
     "seed": int,
+    "check_every": int,
+    "probe_per_class": int,
+    "target_confident_share": float,
+    "target_class_confident_share": float,
+    "target_argmax_share": float,
+    "confidence_threshold": float,
+    "diversity_floor": float,
 }

@@ -12,6 +12,13 @@
 The base class freezes the classifier; every method owns three seeded `torch.Generator`s
 (labels, training noise, sampling noise) that are part of its state, so a run resumed from a
 checkpoint continues exactly as an uninterrupted one (on the CPU, same thread count).
+
+Recipes (`config.recipe`) of `c3`: "adaptive" (the default) runs a closed loop per class
+(`models.control`): probes, per-class diversity levels and pulls, and a stop when the targets
+hold; "paper" is the published fixed recipe (constant weights, fixed steps); "fade" the
+previous default (paper weights fading out late in a fixed run). `soft` keeps its fixed
+recipe ("adaptive" means "fade" for it: it matches soft targets and never reaches p ≥ 0.99).
+Loss terms whose weight is 0 are not computed (same results, less time).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from torch.nn import functional as F
 
 from models.classifier import LoadedClassifier
 from models.config import InversionConfig, LossWeights
+from models.control import ClassController, ControlSettings, ProbeReport, probe_seed, quantise
 from models.device import to_channels_last
 from models.generator import ConditionedGenerator
 from models.losses import (
@@ -35,6 +43,7 @@ from models.losses import (
     kl_divergence_loss,
     mode_seeking_loss,
     orthogonality_loss,
+    per_group_diversity,
     total_variation_loss,
 )
 
@@ -56,7 +65,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CONFIDENT = 0.99  # p_y at or above this counts as "confident"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: adds the recipe to the config and the controller's state
 
 M = TypeVar("M", bound="type[InversionMethod]")
 METHODS: dict[str, type[InversionMethod]] = {}
@@ -99,7 +108,11 @@ def build_method_from_state(
     device: torch.device | str | None = None,
 ) -> InversionMethod:
     """Rebuild a method from `state_dict()` output (its config travels inside)."""
-    method = build_method(classifier, InversionConfig.from_dict(state["config"]), device)
+    config = dict(state["config"])
+    if state.get("version") == 1 and "recipe" not in config:
+        config["recipe"] = "fade"  # version-1 checkpoints ran the fixed recipe of their day
+        state = {**state, "version": STATE_VERSION, "config": config}
+    method = build_method(classifier, InversionConfig.from_dict(config), device)
     method.load_state_dict(state)
     return method
 
@@ -114,6 +127,7 @@ class InversionMethod(abc.ABC):
 
     name: ClassVar[str]
     needs_training: ClassVar[bool] = True  # False: `sample` does all the work (pixel)
+    supports_adaptive: ClassVar[bool] = False  # True: recipe "adaptive" runs the controller
     default_weights: ClassVar[Callable[[], LossWeights]] = LossWeights.c3
 
     def __init__(
@@ -129,17 +143,35 @@ class InversionMethod(abc.ABC):
         classifier.requires_grad_(False)
         self.classifier = classifier.to(self.device)
         self.config = config
-        self.weights = (
-            config.weights if config.weights is not None else type(self).default_weights()
-        )
         self.num_classes = classifier.num_classes
         self.input_shape = classifier.input_shape
+        self.controller: ClassController | None = None
+        if config.adaptive and self.supports_adaptive:
+            self.controller = ClassController(self.num_classes, ControlSettings.from_config(config))
+        self.weights = config.weights if config.weights is not None else self.preset_weights()
         self.step_count = 0
         self.last_confident_share = float("nan")
         self.last_min_confidence = float("nan")
+        self.trained_classes = torch.arange(self.num_classes)  # the pool of the last batch
         self.label_rng = torch.Generator().manual_seed(config.seed)
         self.train_rng = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.sample_rng = torch.Generator(device=self.device).manual_seed(config.seed + 2)
+
+    def preset_weights(self) -> LossWeights:
+        """The method's weights for its recipe (c3: adaptive adds mode seeking)."""
+        if self.controller is None and type(self).default_weights == LossWeights.c3:
+            return LossWeights.paper()
+        return type(self).default_weights()
+
+    # -- the closed loop (recipe "adaptive") -------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        """The controller saw every target met on its probes: training may stop."""
+        return self.controller is not None and self.controller.finished
+
+    @property
+    def last_probe(self) -> ProbeReport | None:
+        return None if self.controller is None else self.controller.last_report
 
     # -- labels -------------------------------------------------------------------------
     def draw_labels(self, classes: Sequence[int] | None = None) -> torch.Tensor:
@@ -154,7 +186,11 @@ class InversionMethod(abc.ABC):
             raise ValueError("classes must not be empty")
         if int(pool.min()) < 0 or int(pool.max()) >= self.num_classes:
             raise ValueError(f"classes must be in 0..{self.num_classes - 1}")
+        pool = torch.unique(pool)  # sorted, once each
+        self.trained_classes = pool
         n = self.config.batch_size
+        if self.controller is not None:  # weighted towards lagging classes, ≥ 2 per class
+            return self.controller.draw_labels(pool, n, self.label_rng).to(self.device)
         repeats = -(-n // pool.numel())
         order = torch.cat(
             [pool[torch.randperm(pool.numel(), generator=self.label_rng)] for _ in range(repeats)]
@@ -188,6 +224,7 @@ class InversionMethod(abc.ABC):
                 "sample": self.sample_rng.get_state(),
             },
             "modules": self._modules_state(),
+            "control": None if self.controller is None else self.controller.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -202,6 +239,10 @@ class InversionMethod(abc.ABC):
         self.train_rng.set_state(state["rng"]["train"])
         self.sample_rng.set_state(state["rng"]["sample"])
         self._load_modules_state(state["modules"])
+        if self.controller is not None:
+            if state.get("control") is None:
+                raise ValueError("the state has no controller state for the adaptive recipe")
+            self.controller.load_state_dict(state["control"])
 
     @abc.abstractmethod
     def _modules_state(self) -> dict[str, Any]: ...
@@ -213,14 +254,18 @@ class InversionMethod(abc.ABC):
     def diversity_scale(self) -> float:
         """Factor on the diversity weights at the current step (`config.diversity_fade`).
 
-        1 until the first fraction of `config.steps`, then linearly down to 0 at the second:
-        the last steps then refine confidence alone. With constant weights the diversity
-        terms keep pulling a tail of samples below p = 0.99 (measured in bench/inversion.py).
+        Recipe "fade" (and soft's "adaptive"): 1 until the first fraction of `config.steps`,
+        then linearly down to 0 at the second: the last steps then refine confidence alone.
+        With constant weights (recipe "paper") the diversity terms keep pulling a tail of
+        samples below p = 0.99 (measured in bench/inversion.py). The adaptive recipe scales
+        per class instead (`models.control`), so this is 1 there.
         """
-        start, end = self.config.diversity_fade
-        if start >= 1.0 or self.config.steps == 0:
+        if self.config.recipe == "paper" or self.controller is not None:
             return 1.0
-        progress = self.step_count / self.config.steps
+        start, end = self.config.diversity_fade
+        if start >= 1.0 or self.config.step_budget == 0:
+            return 1.0
+        progress = self.step_count / self.config.step_budget
         if progress <= start:
             return 1.0
         if progress >= end:
@@ -245,39 +290,111 @@ class InversionMethod(abc.ABC):
         labels: torch.Tensor,
         latents: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Weighted total and every named term for images (n, C, H, W) aimed at target (n, K).
+        """Weighted total and every computed term for images (n, C, H, W) aimed at target (n, K).
 
-        `latents` (n, d): the generator's z, for the mode-seeking term (0 without them).
+        `latents` (n, d): the generator's z, for the mode-seeking term (left out without
+        them). Terms whose effective weight is 0 are not computed and not reported: the
+        total and its gradients are bit-identical to adding 0 · term.
         """
         logits, features = self.classifier.forward_with_features(images)
-        groups = labels if self.config.per_class_diversity else None
         with torch.no_grad():
             p_target = F.softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)  # (n,)
             self.last_confident_share = (p_target >= CONFIDENT).float().mean().item()
             self.last_min_confidence = p_target.min().item() if p_target.numel() else 1.0
-        terms = {
-            "kl": kl_divergence_loss(target, logits),
-            "ce": cross_entropy_loss(logits, labels),
-            "cosine": cosine_similarity_loss(features, groups),
-            "orthogonality": orthogonality_loss(features, groups),
-            "tv": total_variation_loss(images),
-            "mode_seeking": (
-                mode_seeking_loss(images, latents, groups)
-                if latents is not None
-                else images.new_zeros(())
-            ),
-        }
+        if self.controller is not None:
+            return self._adaptive_loss_terms(images, target, labels, latents, logits, features)
+        groups = labels if self.config.per_class_diversity else None
         w = self.weights
         fade = self.diversity_scale()
-        total = (
-            w.kl * terms["kl"]
-            + w.ce * terms["ce"]
-            + fade * w.cosine * terms["cosine"]
-            + fade * w.orthogonality * terms["orthogonality"]
-            + w.tv * terms["tv"]
-            + fade * w.mode_seeking * terms["mode_seeking"]
-        )
-        named = {key: float(value.detach()) for key, value in terms.items()}
+        weighted: list[tuple[str, float, Callable[[], torch.Tensor]]] = [
+            ("kl", w.kl, lambda: kl_divergence_loss(target, logits)),
+            ("ce", w.ce, lambda: cross_entropy_loss(logits, labels)),
+            ("cosine", fade * w.cosine, lambda: cosine_similarity_loss(features, groups)),
+            (
+                "orthogonality",
+                fade * w.orthogonality,
+                lambda: orthogonality_loss(features, groups),
+            ),
+            ("tv", w.tv, lambda: total_variation_loss(images)),
+        ]
+        if latents is not None:
+            weighted.append(
+                (
+                    "mode_seeking",
+                    fade * w.mode_seeking,
+                    lambda: mode_seeking_loss(images, latents, groups),
+                )
+            )
+        total = logits.new_zeros(())
+        named: dict[str, float] = {}
+        first = True
+        for key, weight, term in weighted:
+            if weight == 0.0:
+                continue
+            value = term()
+            total = weight * value if first else total + weight * value
+            first = False
+            named[key] = float(value.detach())
+        named["total"] = float(total.detach())
+        return total, named
+
+    def _adaptive_loss_terms(
+        self,
+        images: torch.Tensor,
+        target: torch.Tensor,
+        labels: torch.Tensor,
+        latents: torch.Tensor | None,
+        logits: torch.Tensor,
+        features: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The adaptive recipe's loss: per-class KL pull and per-class diversity levels.
+
+        L = Σ_i a_{y_i} KL_i / Σ_i a_{y_i}
+            + (1/G) Σ_k D_k (λ_cos cos_k + λ_orth orth_k + λ_ms ms_k)   (classes k with pairs)
+        with a_k the pull and D_k the diversity level of class k (`models.control`).
+        """
+        if self.controller is None:
+            raise RuntimeError("the adaptive loss needs the controller")
+        w = self.weights
+        pull = self.controller.pull.to(device=logits.device, dtype=logits.dtype)  # (K,)
+        level = self.controller.diversity_weight.to(device=logits.device, dtype=logits.dtype)
+        sample_pull = pull[labels]  # (n,)
+        log_p = F.log_softmax(logits, dim=1)  # (n, K)
+        per_sample = (torch.xlogy(target, target) - target * log_p).sum(dim=1)  # (n,)
+        kl = (sample_pull * per_sample).sum() / sample_pull.sum()
+        total = w.kl * kl
+        named: dict[str, float] = {"kl": float(kl.detach())}
+        if w.ce != 0.0:
+            ce = cross_entropy_loss(logits, labels)
+            total = total + w.ce * ce
+            named["ce"] = float(ce.detach())
+        if w.tv != 0.0:
+            tv = total_variation_loss(images)
+            total = total + w.tv * tv
+            named["tv"] = float(tv.detach())
+        active = bool((level[labels] > 0).any())
+        feature_terms = active and (w.cosine != 0.0 or w.orthogonality != 0.0)
+        seeking = active and w.mode_seeking != 0.0 and latents is not None
+        if feature_terms or seeking:
+            terms = per_group_diversity(
+                features if feature_terms else None,
+                images if seeking else None,
+                latents if seeking else None,
+                labels,
+                self.num_classes,
+            )
+            has_pairs = terms["pairs"] > 0  # (K,)
+            groups = has_pairs.sum().clamp_min(1)
+            per_class = logits.new_zeros(self.num_classes)
+            for key, weight in (
+                ("cosine", w.cosine),
+                ("orthogonality", w.orthogonality),
+                ("mode_seeking", w.mode_seeking),
+            ):
+                if key in terms and weight != 0.0:
+                    per_class = per_class + weight * terms[key]
+                    named[key] = float((terms[key] * has_pairs).sum().detach() / groups)
+            total = total + (level * per_class * has_pairs).sum() / groups
         named["total"] = float(total.detach())
         return total, named
 
@@ -323,7 +440,22 @@ class GeneratorMethod(InversionMethod):
         total.backward()
         self.optimizer.step()
         self.step_count += 1
+        if self.controller is not None and self.controller.due(self.step_count):
+            self.probe()
         return named
+
+    def probe(self) -> ProbeReport:
+        """Sample a fresh seeded probe batch per trained class as it is delivered (eval mode,
+        dropout off, 8-bit), score it and let the controller adapt (`models.control`)."""
+        if self.controller is None:
+            raise RuntimeError("probes belong to the adaptive recipe")
+        pool = self.trained_classes
+        per_class = self.controller.settings.probes_for(len(pool))
+        labels = pool.repeat_interleave(per_class).to(self.device)  # (k · per_class,)
+        images = quantise(self.sample(labels, seed=probe_seed(self.config.seed, self.step_count)))
+        with torch.no_grad():
+            logits = self.classifier(images)  # (n, K)
+        return self.controller.observe(self.step_count, labels, images, logits)
 
     def sample(
         self, labels: torch.Tensor, *, dropout: bool = False, seed: int | None = None
@@ -356,6 +488,7 @@ class C3Method(GeneratorMethod):
     """C3: one-hot conditioning c = onehot(y); KL(c ‖ p) = −log p_y + diversity terms."""
 
     name = "c3"
+    supports_adaptive = True
     default_weights = LossWeights.c3
 
     def condition(self, labels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:

@@ -211,7 +211,7 @@ class JobRun:
         self.update(resumed_from_step=resumed_from)
         if not method.needs_training:
             return method, 0.0
-        total = config.steps
+        total = config.step_budget
         train_start = time.perf_counter()
 
         def on_progress(p: Progress) -> None:

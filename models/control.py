@@ -1,0 +1,291 @@
+"""Closed-loop control of c3's training, per class: the `adaptive` recipe (issue 10).
+
+Every `check_every` steps the generator is *probed*: a fresh, seeded batch per trained class is
+sampled exactly as it is delivered (eval mode, dropout off, quantised to 8 bits) and the
+frozen classifier scores it. Per class the controller measures
+
+- the confident share (p_y ≥ `confidence_threshold`) and the argmax share;
+- a data-free collapse signal: the mean pairwise RMS pixel distance between the class's probe
+  images, ‖x_i − x_j‖₂ / √(C·H·W) over pairs i < j, compared with `diversity_floor`.
+
+It then adapts, per class k:
+
+- the diversity level D_k, a factor on every diversity term of that class (feature cosine,
+  orthogonality, mode seeking): doubled (at least to `D_RESTART`) while the class is collapsed,
+  multiplied by `D_DOWN` while the class lags in confidence and its probes are comfortably
+  above the floor, held otherwise. This is the paper's "fade the diversity weights" made
+  closed-loop and per class: a class keeps exactly as much diversity pressure as it needs not
+  to collapse, and no more than its confidence can bear.
+- the pull a_k, the weight of class k in the training batch: lagging classes are drawn more
+  often and their KL term weighs more (×`PULL_UP` per lagging check, up to `PULL_MAX`; back
+  towards 1 once they meet the target).
+
+Training stops when every target holds on the probes, with margins (the probes are not the
+delivered samples), at two consecutive checks; else when the step budget is spent.
+
+Why RMS pixel distance against a floor (the evidence is in docs/engine.md, "collapse signal"):
+the audit flags a class as collapsed when its pixel diversity is under half its real images'.
+Real within-class diversity of the digits variants in the zoo is 0.15–0.27 RMS per pixel
+(mean 0.22, grey, tinted RGB, 64x64 and the 100 pairs classes alike), so half of it is at most
+0.135, and the mean target (0.8× real) is about 0.18: a floor of 0.18 on the probes keeps
+every class clear of "collapsed" and the mean near 0.8× without seeing real data. The
+feature-space terms cannot supply this signal: on networks whose features decorrelate under
+tiny pixel changes, collapsed classes still have low feature cosine.
+
+All state (D, a, pass counter, last report, whether training finished) is in `state_dict()`;
+probes draw from their own seeded generators and never touch the method's RNGs, so a run
+resumed from any checkpoint ends exactly as an uninterrupted one (CPU).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+__all__ = [
+    "ClassController",
+    "ControlSettings",
+    "ProbeReport",
+    "class_diversity",
+    "probe_seed",
+    "quantise",
+]
+
+D_START = 0.25  # every class starts with a quarter of the diversity weights
+D_RESTART = 0.25  # a collapsed class whose level had fallen to 0 restarts here
+D_UP = 2.0  # collapsed: D ×2
+D_DOWN = 0.7  # lagging in confidence, clearly not collapsed: D ×0.7 ...
+D_DOWN_FAR = 0.5  # ... and ×0.5 when its diversity is over twice the floor
+D_MAX = 8.0
+D_ZERO = 0.02  # below this D is 0 (and the class's diversity terms are not computed)
+HEADROOM = 1.25  # "clearly not collapsed": probe diversity at least this × the floor
+PULL_UP = 1.5
+PULL_MAX = 4.0
+CLASS_MARGIN = 0.015  # probes must beat the per-class target by this (0.97 → 0.985)
+OVERALL_MARGIN = 0.005  # ... and the overall one by this (0.99 → 0.995)
+PASSES_TO_STOP = 2  # consecutive checks with every target met
+PROBE_BUDGET = 640  # probe samples per check, spread over the classes ...
+PROBE_MIN, PROBE_MAX = 8, 32  # ... at least / at most this many per class
+
+
+def quantise(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images as the 8-bit PNGs hold them (rounded to multiples of 1/255)."""
+    return (images.clamp(0.0, 1.0) * 255.0).round() / 255.0
+
+
+def probe_seed(seed: int, step: int) -> int:
+    """The seed of the probe batch at `step`: fresh per check, independent of training RNGs."""
+    return (int(seed) * 1_000_003 + int(step) * 7_919 + 17) % (2**62)
+
+
+def class_diversity(
+    images: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
+    """Mean pairwise RMS pixel distance within each class (len(classes),); 0 with < 2 images."""
+    pixels = images[0].numel() if len(images) else 1
+    out = torch.zeros(len(classes), dtype=torch.float64)
+    flat = images.flatten(1).double()
+    for index, k in enumerate(classes.tolist()):
+        members = flat[labels == k]
+        if members.shape[0] >= 2:
+            out[index] = torch.pdist(members).mean() / math.sqrt(pixels)
+    return out
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """The controller's targets (from `InversionConfig`) and cadence."""
+
+    check_every: int = 50
+    probe_per_class: int = 0  # 0: clamp(PROBE_BUDGET // K, PROBE_MIN, PROBE_MAX)
+    confidence_threshold: float = 0.99
+    target_confident_share: float = 0.99
+    target_class_confident_share: float = 0.97
+    target_argmax_share: float = 0.995
+    diversity_floor: float = 0.18
+
+    @classmethod
+    def from_config(cls, config: Any) -> ControlSettings:
+        return cls(
+            check_every=config.check_every,
+            probe_per_class=config.probe_per_class,
+            confidence_threshold=config.confidence_threshold,
+            target_confident_share=config.target_confident_share,
+            target_class_confident_share=config.target_class_confident_share,
+            target_argmax_share=config.target_argmax_share,
+            diversity_floor=config.diversity_floor,
+        )
+
+    def probes_for(self, classes: int) -> int:
+        if self.probe_per_class > 0:
+            return self.probe_per_class
+        return max(PROBE_MIN, min(PROBE_MAX, PROBE_BUDGET // max(1, classes)))
+
+    @property
+    def class_target(self) -> float:
+        """The per-class target the probes must meet (0 stays 0: no target)."""
+        share = self.target_class_confident_share
+        return min(1.0, share + CLASS_MARGIN) if share > 0 else 0.0
+
+    @property
+    def overall_target(self) -> float:
+        share = self.target_confident_share
+        return min(1.0, share + OVERALL_MARGIN) if share > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    """What one check measured and decided (per probed class, in `classes` order)."""
+
+    step: int
+    classes: tuple[int, ...]
+    confident: tuple[float, ...]  # share at p_y ≥ threshold
+    argmax: tuple[float, ...]
+    diversity: tuple[float, ...]  # mean pairwise RMS pixel distance
+    collapsed: tuple[bool, ...]  # diversity < floor
+    lagging: tuple[bool, ...]  # confident < the per-class probe target
+    diversity_weight: tuple[float, ...]  # D_k after this check
+    pull: tuple[float, ...]  # a_k after this check
+    overall_confident: float
+    overall_argmax: float
+    targets_met: bool
+    passes: int  # consecutive checks with every target met (this one included)
+    finished: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(self).items()}
+
+
+class ClassController:
+    """Per-class diversity levels and pulls, the stopping rule, and class-balanced batches."""
+
+    def __init__(self, num_classes: int, settings: ControlSettings) -> None:
+        self.num_classes = num_classes
+        self.settings = settings
+        self.diversity_weight = torch.full((num_classes,), D_START, dtype=torch.float64)
+        self.pull = torch.ones(num_classes, dtype=torch.float64)
+        self.passes = 0
+        self.finished = False
+        self.checks = 0
+        self.last_report: ProbeReport | None = None
+
+    # -- decisions ------------------------------------------------------------------------
+    def due(self, step: int) -> bool:
+        return not self.finished and step > 0 and step % self.settings.check_every == 0
+
+    def observe(
+        self, step: int, labels: torch.Tensor, images: torch.Tensor, logits: torch.Tensor
+    ) -> ProbeReport:
+        """Measure probe images (n, C, H, W) aimed at labels (n,), adapt, decide to stop."""
+        s = self.settings
+        labels = labels.cpu()
+        classes = torch.unique(labels)  # sorted
+        probs = F.softmax(logits.detach().double().cpu(), dim=1)  # (n, K)
+        p_target = probs.gather(1, labels[:, None]).squeeze(1)  # (n,)
+        confident_hit = (p_target >= s.confidence_threshold).double()
+        argmax_hit = (probs.argmax(dim=1) == labels).double()
+        diversity = class_diversity(images.cpu(), labels, classes)
+        confident = torch.stack([confident_hit[labels == k].mean() for k in classes])
+        argmax = torch.stack([argmax_hit[labels == k].mean() for k in classes])
+        collapsed = diversity < s.diversity_floor
+        lagging = confident < s.class_target
+        for index, k in enumerate(classes.tolist()):
+            d = float(self.diversity_weight[k])
+            if bool(collapsed[index]):
+                d = min(D_MAX, max(d * D_UP, D_RESTART))
+            elif bool(lagging[index]) and float(diversity[index]) >= s.diversity_floor * HEADROOM:
+                far = float(diversity[index]) >= 2.0 * s.diversity_floor
+                d = d * (D_DOWN_FAR if far else D_DOWN)
+                d = 0.0 if d < D_ZERO else d
+            self.diversity_weight[k] = d
+            a = float(self.pull[k])
+            a = min(PULL_MAX, a * PULL_UP) if bool(lagging[index]) else max(1.0, a / PULL_UP)
+            self.pull[k] = a
+        overall_confident = float(confident_hit.mean())
+        overall_argmax = float(argmax_hit.mean())
+        met = (
+            not bool(lagging.any())
+            and not bool(collapsed.any())
+            and overall_confident >= s.overall_target
+            and overall_argmax >= s.target_argmax_share
+        )
+        self.passes = self.passes + 1 if met else 0
+        self.finished = self.passes >= PASSES_TO_STOP
+        self.checks += 1
+        picked = classes.tolist()
+        self.last_report = ProbeReport(
+            step=step,
+            classes=tuple(picked),
+            confident=tuple(float(v) for v in confident),
+            argmax=tuple(float(v) for v in argmax),
+            diversity=tuple(float(v) for v in diversity),
+            collapsed=tuple(bool(v) for v in collapsed),
+            lagging=tuple(bool(v) for v in lagging),
+            diversity_weight=tuple(float(self.diversity_weight[k]) for k in picked),
+            pull=tuple(float(self.pull[k]) for k in picked),
+            overall_confident=overall_confident,
+            overall_argmax=overall_argmax,
+            targets_met=met,
+            passes=self.passes,
+            finished=self.finished,
+        )
+        return self.last_report
+
+    # -- batches ----------------------------------------------------------------------------
+    def draw_labels(
+        self, pool: torch.Tensor, batch_size: int, rng: torch.Generator
+    ) -> torch.Tensor:
+        """A batch of labels from `pool`, weighted by pull, at least 2 per drawn class.
+
+        When every class fits twice (2·|pool| ≤ batch), each gets 2 and the rest is shared
+        in proportion to the pulls (largest remainders drawn at random). Otherwise
+        batch // 2 classes are drawn without replacement with probability ∝ pull, 2 each
+        (so the per-class diversity terms always have pairs). Deterministic under `rng`.
+        """
+        pool = pool.long().flatten().cpu()
+        weights = self.pull[pool].double()
+        k = pool.numel()
+        counts = torch.zeros(k, dtype=torch.long)
+        if 2 * k <= batch_size:
+            share = (batch_size - 2 * k) * weights / weights.sum()  # (k,)
+            counts = 2 + share.floor().long()
+            left = batch_size - int(counts.sum())
+            if left > 0:
+                remainder = (share - share.floor()) + 1e-9
+                counts[torch.multinomial(remainder, left, replacement=False, generator=rng)] += 1
+        else:
+            drawn = torch.multinomial(weights, batch_size // 2, replacement=False, generator=rng)
+            counts[drawn] = 2
+            if batch_size % 2:
+                counts[drawn[0]] += 1
+        labels = pool.repeat_interleave(counts)  # (batch,)
+        return labels[torch.randperm(batch_size, generator=rng)]
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "diversity_weight": self.diversity_weight.clone(),
+            "pull": self.pull.clone(),
+            "passes": self.passes,
+            "finished": self.finished,
+            "checks": self.checks,
+            "last_report": None if self.last_report is None else self.last_report.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.diversity_weight = state["diversity_weight"].clone().double()
+        self.pull = state["pull"].clone().double()
+        self.passes = int(state["passes"])
+        self.finished = bool(state["finished"])
+        self.checks = int(state["checks"])
+        report = state.get("last_report")
+        self.last_report = None if report is None else _report_from_dict(report)
+
+
+def _report_from_dict(data: dict[str, Any]) -> ProbeReport:
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return ProbeReport(**values)
