@@ -90,7 +90,8 @@ def run_one(prepared: Prepared, label: str, fields: dict[str, Any], args: Any) -
             f"{100 * probe.overall_confident:.1f}%, worst class {100 * min(probe.confident):.0f}%"
             f", lagging {sum(probe.lagging)}, collapsed {sum(probe.collapsed)}, diversity "
             f"{min(probe.diversity):.3f}..{max(probe.diversity):.3f}, D "
-            f"{min(probe.diversity_weight):.2f}..{max(probe.diversity_weight):.2f}, pull max "
+            f"{min(probe.diversity_weight):.2f}..{max(probe.diversity_weight):.2f}, tau "
+            f"{min(probe.spread_target):.2f}..{max(probe.spread_target):.2f}, pull max "
             f"{max(probe.pull):.2f}, passes {probe.passes} ({progress.elapsed_s:.1f} s)",
             flush=True,
         )

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["RECIPES", "RECIPE_STEPS", "InversionConfig", "LossWeights"]
+__all__ = ["RECIPES", "RECIPE_LR", "RECIPE_STEPS", "InversionConfig", "LossWeights"]
 
 # Training recipes of the generator methods (c3, soft). "adaptive": closed loop per class
 # (models.control), stops when the targets hold on probe batches or the budget is spent.
@@ -19,6 +19,7 @@ __all__ = ["RECIPES", "RECIPE_STEPS", "InversionConfig", "LossWeights"]
 # default, paper weights fading out between `diversity_fade` of a fixed step count.
 RECIPES: tuple[str, ...] = ("adaptive", "paper", "fade")
 RECIPE_STEPS: dict[str, int] = {"adaptive": 3000, "paper": 500, "fade": 500}
+RECIPE_LR: dict[str, float] = {"adaptive": 2e-3, "paper": 1e-3, "fade": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class LossWeights:
     orthogonality: float = 0.1  # ‖F̂F̂ᵀ − I‖²_F / N² (diversity)
     tv: float = 0.0  # total variation image prior (off by default)
     mode_seeking: float = 0.0  # 1 / (image distance / latent distance), MSGAN (diversity)
+    spread: float = 0.0  # max(0, τ − within-class RMS pixel spread) per class (diversity);
+    # τ is the controller's per-class target (adaptive recipe), else `diversity_floor`
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -46,9 +49,9 @@ class LossWeights:
 
     @classmethod
     def c3(cls) -> LossWeights:
-        """C3, adaptive recipe: the paper's terms plus mode seeking (MSGAN), all of them
-        scaled per class by the controller (`models.control`)."""
-        return cls(mode_seeking=0.5)
+        """C3, adaptive recipe: the paper's terms plus a pixel-spread hinge, scaled and
+        targeted per class by the controller (`models.control`)."""
+        return cls(spread=1.0)
 
     @classmethod
     def paper(cls) -> LossWeights:
@@ -118,7 +121,8 @@ class InversionConfig:
     # adaptive 3000 as a budget it stops early within, paper and fade 500 fixed). Always an
     # int after construction (`step_budget`).
     batch_size: int = 64  # generator training batch, labels balanced over the classes
-    lr: float = 1e-3  # Adam learning rate of the generator
+    lr: float | None = None  # Adam learning rate of the generator; None: the recipe's
+    # (RECIPE_LR: adaptive 2e-3, paper and fade 1e-3)
     betas: tuple[float, float] = (0.5, 0.999)  # Adam betas (GAN-style)
     latent_dim: int = 100  # size of z ~ N(0, I)
     width: int = 16  # generator channels at full resolution, doubling towards the base
@@ -153,8 +157,12 @@ class InversionConfig:
             raise ValueError("method must be a method name")
         if not isinstance(self.recipe, str) or self.recipe not in RECIPES:
             raise ValueError(f"'recipe' must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        # Recipe defaults; soft and pixel keep the fixed recipe of their day ("fade").
+        recipe = self.recipe if self.method == "c3" else "fade"
         if self.steps is None:
-            object.__setattr__(self, "steps", RECIPE_STEPS[self.recipe])
+            object.__setattr__(self, "steps", RECIPE_STEPS[recipe])
+        if self.lr is None:
+            object.__setattr__(self, "lr", RECIPE_LR[recipe])
         for name, (low, high) in _LIMITS.items():
             value = getattr(self, name)
             integral = _FIELD_TYPES[name] is int
@@ -188,6 +196,11 @@ class InversionConfig:
     def step_budget(self) -> int:
         """`steps` resolved (never None after construction)."""
         return int(self.steps or 0)
+
+    @property
+    def learning_rate(self) -> float:
+        """`lr` resolved (never None after construction)."""
+        return float(self.lr or 0.0)
 
     @property
     def adaptive(self) -> bool:

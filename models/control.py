@@ -10,12 +10,16 @@ frozen classifier scores it. Per class the controller measures
 
 It then adapts, per class k:
 
-- the diversity level D_k, a factor on every diversity term of that class (feature cosine,
-  orthogonality, mode seeking): doubled (at least to `D_RESTART`) while the class is collapsed,
-  multiplied by `D_DOWN` while the class lags in confidence and its probes are comfortably
-  above the floor, held otherwise. This is the paper's "fade the diversity weights" made
-  closed-loop and per class: a class keeps exactly as much diversity pressure as it needs not
-  to collapse, and no more than its confidence can bear.
+- the pixel-spread target τ_k of the class's spread hinge, max(0, τ_k − spread_k), where
+  spread_k is the same RMS distance measured on the training batch (dropout on): raised
+  ×`SPREAD_UP` (from at least the floor) while the class is collapsed on the probes, lowered
+  ×`SPREAD_DOWN` while the class lags in confidence and its probes are comfortably above the
+  floor, held otherwise. The hinge acts only below τ_k, so a class that is varied enough
+  pays nothing in confidence for it;
+- the feature-diversity level D_k, a factor on the paper's feature-space terms (cosine,
+  orthogonality) of that class: lowered ×`D_DOWN` while the class lags and is clearly not
+  collapsed (the paper's "fade the diversity weights", closed-loop and per class), raised
+  while it is collapsed;
 - the pull a_k, the weight of class k in the training batch: lagging classes are drawn more
   often and their KL term weighs more (×`PULL_UP` per lagging check, up to `PULL_MAX`; back
   towards 1 once they meet the target).
@@ -55,21 +59,27 @@ __all__ = [
     "quantise",
 ]
 
-D_START = 0.25  # every class starts with a quarter of the diversity weights
-D_RESTART = 0.25  # a collapsed class whose level had fallen to 0 restarts here
-D_UP = 2.0  # collapsed: D ×2
-D_DOWN = 0.7  # lagging in confidence, clearly not collapsed: D ×0.7 ...
-D_DOWN_FAR = 0.5  # ... and ×0.5 when its diversity is over twice the floor
-D_MAX = 8.0
-D_ZERO = 0.02  # below this D is 0 (and the class's diversity terms are not computed)
+D_START = 1.0  # feature-diversity level: the paper's weights at first ...
+D_UP = 1.5  # ... raised while collapsed (up to D_MAX) ...
+D_RESTART = 0.25  # (from at least this)
+D_DOWN = 0.7  # ... lowered while lagging in confidence and clearly not collapsed
+D_MAX = 1.0
+D_ZERO = 0.02  # below this D is 0 (and the class's feature terms are not computed)
+SPREAD_UP = 1.25  # pixel-spread target τ: ×1.25 while collapsed (from at least the floor) ...
+SPREAD_DOWN = 0.8  # ... ×0.8 while lagging and clearly not collapsed
+SPREAD_MAX = 0.6
+FOCUS_SLACK = 0.01  # KL sample weight 1 / (1 − p_y + this): see the methods' adaptive loss
 HEADROOM = 1.25  # "clearly not collapsed": probe diversity at least this × the floor
 PULL_UP = 1.5
 PULL_MAX = 4.0
-CLASS_MARGIN = 0.015  # probes must beat the per-class target by this (0.97 → 0.985)
+CLASS_MARGIN = 0.02  # pooled probes must beat the per-class target by this (0.97 → 0.99)
 OVERALL_MARGIN = 0.005  # ... and the overall one by this (0.99 → 0.995)
-PASSES_TO_STOP = 2  # consecutive checks with every target met
-PROBE_BUDGET = 640  # probe samples per check, spread over the classes ...
-PROBE_MIN, PROBE_MAX = 8, 32  # ... at least / at most this many per class
+PASSES_TO_STOP = 2  # consecutive checks with every target met, on their pooled probes
+PROBE_BUDGET = 1280  # probe samples per check, spread over the classes ...
+PROBE_MIN, PROBE_MAX = 8, 64  # ... at least / at most this many per class
+COLLAPSE_SHARE = 0.8  # a class is collapsed (blocks the stop) under this × the floor; under
+# the floor itself it is only "low" (its spread target rises), and the stop also needs the
+# mean over classes at or above the floor
 
 
 def quantise(images: torch.Tensor) -> torch.Tensor:
@@ -149,11 +159,12 @@ class ProbeReport:
     collapsed: tuple[bool, ...]  # diversity < floor
     lagging: tuple[bool, ...]  # confident < the per-class probe target
     diversity_weight: tuple[float, ...]  # D_k after this check
+    spread_target: tuple[float, ...]  # τ_k after this check
     pull: tuple[float, ...]  # a_k after this check
     overall_confident: float
     overall_argmax: float
-    targets_met: bool
-    passes: int  # consecutive checks with every target met (this one included)
+    targets_met: bool  # on this check's probes pooled with the previous check's
+    passes: int  # consecutive checks with targets_met
     finished: bool
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,10 +178,15 @@ class ClassController:
         self.num_classes = num_classes
         self.settings = settings
         self.diversity_weight = torch.full((num_classes,), D_START, dtype=torch.float64)
+        self.spread_target = torch.full(
+            (num_classes,), settings.diversity_floor, dtype=torch.float64
+        )
         self.pull = torch.ones(num_classes, dtype=torch.float64)
         self.passes = 0
         self.finished = False
         self.checks = 0
+        # (per-class hits, argmax hits, probes) and "a class collapsed", last checks
+        self.window: list[tuple[torch.Tensor, bool]] = []
         self.last_report: ProbeReport | None = None
 
     # -- decisions ------------------------------------------------------------------------
@@ -191,30 +207,45 @@ class ClassController:
         diversity = class_diversity(images.cpu(), labels, classes)
         confident = torch.stack([confident_hit[labels == k].mean() for k in classes])
         argmax = torch.stack([argmax_hit[labels == k].mean() for k in classes])
-        collapsed = diversity < s.diversity_floor
+        low = diversity < s.diversity_floor
+        collapsed = diversity < COLLAPSE_SHARE * s.diversity_floor
         lagging = confident < s.class_target
         for index, k in enumerate(classes.tolist()):
-            d = float(self.diversity_weight[k])
-            if bool(collapsed[index]):
+            d, tau = float(self.diversity_weight[k]), float(self.spread_target[k])
+            if bool(low[index]):
                 d = min(D_MAX, max(d * D_UP, D_RESTART))
+                tau = min(SPREAD_MAX, max(tau * SPREAD_UP, s.diversity_floor))
             elif bool(lagging[index]) and float(diversity[index]) >= s.diversity_floor * HEADROOM:
-                far = float(diversity[index]) >= 2.0 * s.diversity_floor
-                d = d * (D_DOWN_FAR if far else D_DOWN)
+                d = d * D_DOWN
                 d = 0.0 if d < D_ZERO else d
+                tau = tau * SPREAD_DOWN
             self.diversity_weight[k] = d
+            self.spread_target[k] = tau
             a = float(self.pull[k])
             a = min(PULL_MAX, a * PULL_UP) if bool(lagging[index]) else max(1.0, a / PULL_UP)
             self.pull[k] = a
         overall_confident = float(confident_hit.mean())
         overall_argmax = float(argmax_hit.mean())
+        # The stop decision pools this check with the previous one (fresh probes each):
+        # twice the samples per class, so one stray miss does not hold training back, while
+        # a class must stay collapse-free at both checks.
+        counts = torch.zeros(3, self.num_classes, dtype=torch.float64)  # hits, argmax, total
+        counts[0].index_add_(0, labels, confident_hit)
+        counts[1].index_add_(0, labels, argmax_hit)
+        counts[2].index_add_(0, labels, torch.ones_like(confident_hit))
+        spread_short = bool(collapsed.any()) or float(diversity.mean()) < s.diversity_floor
+        self.window = [*self.window, (counts, spread_short)][-PASSES_TO_STOP:]
+        pooled = sum((c for c, _ in self.window), torch.zeros_like(counts))
+        seen = pooled[2] > 0
+        pooled_class = pooled[0][seen] / pooled[2][seen]
         met = (
-            not bool(lagging.any())
-            and not bool(collapsed.any())
-            and overall_confident >= s.overall_target
-            and overall_argmax >= s.target_argmax_share
+            not any(flag for _, flag in self.window)
+            and bool((pooled_class >= s.class_target).all())
+            and float(pooled[0].sum() / pooled[2].sum()) >= s.overall_target
+            and float(pooled[1].sum() / pooled[2].sum()) >= s.target_argmax_share
         )
         self.passes = self.passes + 1 if met else 0
-        self.finished = self.passes >= PASSES_TO_STOP
+        self.finished = met and len(self.window) >= PASSES_TO_STOP
         self.checks += 1
         picked = classes.tolist()
         self.last_report = ProbeReport(
@@ -226,6 +257,7 @@ class ClassController:
             collapsed=tuple(bool(v) for v in collapsed),
             lagging=tuple(bool(v) for v in lagging),
             diversity_weight=tuple(float(self.diversity_weight[k]) for k in picked),
+            spread_target=tuple(float(self.spread_target[k]) for k in picked),
             pull=tuple(float(self.pull[k]) for k in picked),
             overall_confident=overall_confident,
             overall_argmax=overall_argmax,
@@ -269,8 +301,10 @@ class ClassController:
     def state_dict(self) -> dict[str, Any]:
         return {
             "diversity_weight": self.diversity_weight.clone(),
+            "spread_target": self.spread_target.clone(),
             "pull": self.pull.clone(),
             "passes": self.passes,
+            "window": [(c.clone(), flag) for c, flag in self.window],
             "finished": self.finished,
             "checks": self.checks,
             "last_report": None if self.last_report is None else self.last_report.to_dict(),
@@ -278,8 +312,10 @@ class ClassController:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.diversity_weight = state["diversity_weight"].clone().double()
+        self.spread_target = state["spread_target"].clone().double()
         self.pull = state["pull"].clone().double()
         self.passes = int(state["passes"])
+        self.window = [(c.clone(), bool(flag)) for c, flag in state["window"]]
         self.finished = bool(state["finished"])
         self.checks = int(state["checks"])
         report = state.get("last_report")

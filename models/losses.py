@@ -107,6 +107,8 @@ def per_group_diversity(
     groups: torch.Tensor,
     num_groups: int,
     eps: float = 1e-5,
+    *,
+    spread_images: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The diversity terms of each group (label) separately, for per-class weights.
 
@@ -115,7 +117,10 @@ def per_group_diversity(
     over the group's block) from `features`, and "mode_seeking" (MSGAN's
     1 / mean(‖x_i − x_j‖₁ / ‖z_i − z_j‖₁)) from `images` and `latents`; plus "pairs" (the
     number of ordered pairs i ≠ j per group; groups with none have 0 in every term). A term
-    whose inputs are None is left out, so unweighted terms cost nothing.
+    whose inputs are None is left out, so unweighted terms cost nothing. "spread" (from
+    `spread_images`): mean pairwise RMS pixel distance ‖x_i − x_j‖₂ / √(C·H·W) within the
+    group, the quantity the audit's diversity figures and the controller's collapse signal
+    measure (to be raised, unlike the others).
     """
     n = groups.shape[0]
     device = groups.device
@@ -144,4 +149,10 @@ def per_group_diversity(
         latent_gap = torch.cdist(latents, latents, p=1) / latents.shape[1]
         ratio = group_sum(image_gap / (latent_gap + eps), pairs_mask) / safe_pairs  # (G,)
         out["mode_seeking"] = torch.where(pairs > 0, 1.0 / (ratio + eps), torch.zeros_like(ratio))
+    if spread_images is not None:
+        flat = spread_images.flatten(1)  # (n, D)
+        norms = flat.square().sum(dim=1)  # (n,)
+        squared = (norms[:, None] + norms[None, :] - 2.0 * flat @ flat.T).clamp_min(0.0)
+        distance = torch.sqrt(squared + 1e-12) / flat.shape[1] ** 0.5  # (n, n), RMS per pixel
+        out["spread"] = group_sum(distance, pairs_mask) / safe_pairs
     return out

@@ -34,7 +34,14 @@ from torch.nn import functional as F
 
 from models.classifier import LoadedClassifier
 from models.config import InversionConfig, LossWeights
-from models.control import ClassController, ControlSettings, ProbeReport, probe_seed, quantise
+from models.control import (
+    FOCUS_SLACK,
+    ClassController,
+    ControlSettings,
+    ProbeReport,
+    probe_seed,
+    quantise,
+)
 from models.device import to_channels_last
 from models.generator import ConditionedGenerator
 from models.losses import (
@@ -186,11 +193,12 @@ class InversionMethod(abc.ABC):
             raise ValueError("classes must not be empty")
         if int(pool.min()) < 0 or int(pool.max()) >= self.num_classes:
             raise ValueError(f"classes must be in 0..{self.num_classes - 1}")
-        pool = torch.unique(pool)  # sorted, once each
-        self.trained_classes = pool
+        self.trained_classes = torch.unique(pool)  # sorted, once each: what probes cover
         n = self.config.batch_size
         if self.controller is not None:  # weighted towards lagging classes, ≥ 2 per class
-            return self.controller.draw_labels(pool, n, self.label_rng).to(self.device)
+            return self.controller.draw_labels(self.trained_classes, n, self.label_rng).to(
+                self.device
+            )
         repeats = -(-n // pool.numel())
         order = torch.cat(
             [pool[torch.randperm(pool.numel(), generator=self.label_rng)] for _ in range(repeats)]
@@ -325,6 +333,20 @@ class InversionMethod(abc.ABC):
                     lambda: mode_seeking_loss(images, latents, groups),
                 )
             )
+        if w.spread != 0.0:
+
+            def spread_shortfall() -> torch.Tensor:
+                spread_groups = labels if groups is not None else torch.zeros_like(labels)
+                terms = per_group_diversity(
+                    None, None, None, spread_groups, self.num_classes, spread_images=images
+                )
+                present = terms["pairs"] > 0
+                floor = self.config.diversity_floor
+                return (F.relu(floor - terms["spread"]) * present).sum() / present.sum().clamp_min(
+                    1
+                )
+
+            weighted.append(("spread", fade * w.spread, spread_shortfall))
         total = logits.new_zeros(())
         named: dict[str, float] = {}
         first = True
@@ -349,19 +371,27 @@ class InversionMethod(abc.ABC):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The adaptive recipe's loss: per-class KL pull and per-class diversity levels.
 
-        L = Σ_i a_{y_i} KL_i / Σ_i a_{y_i}
-            + (1/G) Σ_k D_k (λ_cos cos_k + λ_orth orth_k + λ_ms ms_k)   (classes k with pairs)
-        with a_k the pull and D_k the diversity level of class k (`models.control`).
+        L = Σ_i w_i KL_i / Σ_i w_i,  w_i = a_{y_i} / (1 − p_{y_i} + 0.01)  (detached)
+            + (1/G) Σ_k [D_k (λ_cos cos_k + λ_orth orth_k + λ_ms ms_k)
+                         + λ_spread · max(0, τ_k − spread_k)]          (classes k with pairs)
+        a_k is the pull, D_k the feature-diversity level and τ_k the pixel-spread target of
+        class k (`models.control`); spread_k is the mean pairwise RMS pixel distance within
+        the class. The weight 1 / (1 − p + 0.01) keeps the gradient of −log p_y from
+        vanishing as p_y → 1 (it is that of a margin until p_y ≈ 0.99): the tail of samples
+        just short of confident is what the targets count.
         """
         if self.controller is None:
             raise RuntimeError("the adaptive loss needs the controller")
         w = self.weights
         pull = self.controller.pull.to(device=logits.device, dtype=logits.dtype)  # (K,)
         level = self.controller.diversity_weight.to(device=logits.device, dtype=logits.dtype)
-        sample_pull = pull[labels]  # (n,)
         log_p = F.log_softmax(logits, dim=1)  # (n, K)
         per_sample = (torch.xlogy(target, target) - target * log_p).sum(dim=1)  # (n,)
-        kl = (sample_pull * per_sample).sum() / sample_pull.sum()
+        sample_weight = pull[labels]  # (n,)
+        with torch.no_grad():  # focus on the samples still short of confident
+            p_y = log_p.gather(1, labels[:, None]).squeeze(1).exp()  # (n,)
+            sample_weight = sample_weight / (1.0 - p_y + FOCUS_SLACK)
+        kl = (sample_weight * per_sample).sum() / sample_weight.sum()
         total = w.kl * kl
         named: dict[str, float] = {"kl": float(kl.detach())}
         if w.ce != 0.0:
@@ -375,13 +405,15 @@ class InversionMethod(abc.ABC):
         active = bool((level[labels] > 0).any())
         feature_terms = active and (w.cosine != 0.0 or w.orthogonality != 0.0)
         seeking = active and w.mode_seeking != 0.0 and latents is not None
-        if feature_terms or seeking:
+        spread = w.spread != 0.0
+        if feature_terms or seeking or spread:
             terms = per_group_diversity(
                 features if feature_terms else None,
                 images if seeking else None,
                 latents if seeking else None,
                 labels,
                 self.num_classes,
+                spread_images=images if spread else None,
             )
             has_pairs = terms["pairs"] > 0  # (K,)
             groups = has_pairs.sum().clamp_min(1)
@@ -394,7 +426,13 @@ class InversionMethod(abc.ABC):
                 if key in terms and weight != 0.0:
                     per_class = per_class + weight * terms[key]
                     named[key] = float((terms[key] * has_pairs).sum().detach() / groups)
-            total = total + (level * per_class * has_pairs).sum() / groups
+            per_class = level * per_class
+            if spread:
+                target_spread = self.controller.spread_target.to(logits.device, logits.dtype)
+                shortfall = F.relu(target_spread - terms["spread"])  # (K,)
+                per_class = per_class + w.spread * shortfall
+                named["spread"] = float((terms["spread"] * has_pairs).sum().detach() / groups)
+            total = total + (per_class * has_pairs).sum() / groups
         named["total"] = float(total.detach())
         return total, named
 
@@ -420,7 +458,7 @@ class GeneratorMethod(InversionMethod):
             ).to(self.device)
             to_channels_last(self.generator)
         self.optimizer = torch.optim.Adam(
-            self.generator.parameters(), lr=config.lr, betas=config.betas
+            self.generator.parameters(), lr=config.learning_rate, betas=config.betas
         )
 
     @abc.abstractmethod
