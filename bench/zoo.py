@@ -39,8 +39,8 @@ from models.config import InversionConfig  # noqa: E402
 from models.control import quantise  # noqa: E402
 from models.methods import build_method  # noqa: E402
 from models.metrics import Cost, compute_metrics  # noqa: E402
-from models.training import Progress, train  # noqa: E402
-from models.verdict import Targets, TrainingOutcome, build_verdict  # noqa: E402
+from models.training import Progress, train, training_outcome  # noqa: E402
+from models.verdict import Targets, build_verdict  # noqa: E402
 
 MEDIAN_SECONDS, MAX_SECONDS = 60.0, 180.0
 SAMPLE_CHUNK = 250  # as worker/jobs.py
@@ -116,23 +116,7 @@ def run_one(prepared: Prepared, label: str, fields: dict[str, Any], args: Any) -
     metrics = compute_metrics(classifier, delivered, labels, data.test_x, data.test_y, cost)
     metrics_dict = metrics.to_dict()
     probe = result.probe
-    names = classifier.class_names
-    outcome = TrainingOutcome(
-        stop_reason=result.stop_reason,
-        steps=method.step_count,
-        step_budget=steps,
-        recipe=config.recipe,
-        collapsed_on_probes=tuple(
-            names[k] for k, c in zip(probe.classes, probe.collapsed, strict=True) if c
-        )
-        if probe
-        else (),
-        lagging_on_probes=tuple(
-            names[k] for k, c in zip(probe.classes, probe.lagging, strict=True) if c
-        )
-        if probe
-        else (),
-    )
+    outcome = training_outcome(method, result, steps)
     verdict = build_verdict(metrics_dict, outcome, Targets(), method=config.method)
     checks = {c.name: c for c in verdict.checks}
     per_class = metrics_dict["per_class"]
@@ -155,6 +139,7 @@ def run_one(prepared: Prepared, label: str, fields: dict[str, Any], args: Any) -
         "mean_ratio": checks["mean_diversity_ratio"].value,
         "collapsed": len(metrics_dict["collapsed_classes"]),
         "classes": classes,
+        "pixels": int(delivered[0].numel()),
         "pass": {name: checks[name].met for name, _ in FLAGS},
         "met": verdict.met,
         "verdict": verdict.to_dict(),
@@ -216,6 +201,37 @@ def summarise(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def collapse_signal_check(rows: list[dict[str, Any]], floor: float) -> list[str]:
+    """How well the data-free signal (RMS pixel spread < COLLAPSE_SHARE × floor) predicts the
+    audit's "collapsed" (< 0.5× the real images' diversity), over every member, method and
+    class of these rows, measured on the delivered samples."""
+    from models.control import COLLAPSE_SHARE
+
+    threshold = COLLAPSE_SHARE * floor
+    tally = {(True, True): 0, (True, False): 0, (False, True): 0, (False, False): 0}
+    collapsed_rms, varied_rms = [], []
+    for row in rows:
+        c, h, w = MEMBERS[row["member"]].shape
+        root = (c * h * w) ** 0.5
+        for m in row["per_class"].values():
+            fake, real = m["pixel_diversity"], m["reference_pixel_diversity"]
+            if fake is None or not real:
+                continue
+            rms, truth = fake / root, fake < 0.5 * real
+            (collapsed_rms if truth else varied_rms).append(rms)
+            tally[(rms < threshold, truth)] += 1
+    if not collapsed_rms and not varied_rms:
+        return []
+    return [
+        f"collapse signal (data-free: RMS spread < {threshold:.3f}) vs the audit's collapsed "
+        f"(< 0.5x real), {sum(tally.values())} classes: flagged & collapsed "
+        f"{tally[(True, True)]}, flagged & not {tally[(True, False)]}, missed "
+        f"{tally[(False, True)]}, clear & not collapsed {tally[(False, False)]}; RMS of "
+        f"collapsed classes max {max(collapsed_rms, default=float('nan')):.3f}, of the others "
+        f"min {min(varied_rms, default=float('nan')):.3f}"
+    ]
+
+
 def environment(threads: int, per_class: int, load_start: float) -> str:
     return (
         f"# bench/zoo.py: torch {torch.__version__}, {threads} thread(s) on {os.cpu_count()} "
@@ -250,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(format_row(r) for r in rows))
         print()
         print("\n".join(summarise(rows)))
+        print("\n".join(collapse_signal_check(rows, InversionConfig().diversity_floor)))
         return 0
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]
@@ -282,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     load_end = os.getloadavg()[0]
     print(f"\nload average {load_end:.2f} at end\n")
     print("\n".join(summarise(rows)))
+    print("\n".join(collapse_signal_check(rows, InversionConfig().diversity_floor)))
     if args.json:
         payload = {"environment": env, "load_end": load_end, "rows": rows}
         Path(args.json).write_text(json.dumps(payload, indent=1, default=str))

@@ -66,7 +66,9 @@ D_DOWN = 0.7  # ... lowered while lagging in confidence and clearly not collapse
 D_MAX = 1.0
 D_ZERO = 0.02  # below this D is 0 (and the class's feature terms are not computed)
 SPREAD_UP = 1.25  # pixel-spread target τ: ×1.25 while collapsed (from at least the floor) ...
-SPREAD_DOWN = 0.8  # ... ×0.8 while lagging and clearly not collapsed
+SPREAD_DOWN = 0.8  # ... ×0.8 while lagging and clearly varied (≥ HEADROOM × floor) ...
+SPREAD_EASE = 0.9  # ... ×0.9 while lagging and just above the floor ...
+SPREAD_NUDGE = 1.1  # ... ×1.1 while under the floor but not collapsed, if not lagging
 SPREAD_MAX = 0.6
 FOCUS_SLACK = 0.01  # KL sample weight 1 / (1 − p_y + this): see the methods' adaptive loss
 HEADROOM = 1.25  # "clearly not collapsed": probe diversity at least this × the floor
@@ -77,6 +79,7 @@ OVERALL_MARGIN = 0.005  # ... and the overall one by this (0.99 → 0.995)
 PASSES_TO_STOP = 2  # consecutive checks with every target met, on their pooled probes
 PROBE_BUDGET = 1280  # probe samples per check, spread over the classes ...
 PROBE_MIN, PROBE_MAX = 8, 64  # ... at least / at most this many per class
+PROBE_EVIDENCE = 48  # per-class decisions pool checks until a class has this many probes
 COLLAPSE_SHARE = 0.8  # a class is collapsed (blocks the stop) under this × the floor; under
 # the floor itself it is only "low" (its spread target rises), and the stop also needs the
 # mean over classes at or above the floor
@@ -209,43 +212,58 @@ class ClassController:
         argmax = torch.stack([argmax_hit[labels == k].mean() for k in classes])
         low = diversity < s.diversity_floor
         collapsed = diversity < COLLAPSE_SHARE * s.diversity_floor
-        lagging = confident < s.class_target
+        overall_confident = float(confident_hit.mean())
+        overall_argmax = float(argmax_hit.mean())
+        # Per-class evidence pools this check with the previous ones (fresh probes each), so
+        # that every class has at least PROBE_EVIDENCE probes (2 checks for 10 classes,
+        # 4 for 100): a class lags when its pooled misses exceed 1% of them, one stray miss
+        # always tolerated. Lagging drives the adaptation and blocks the stop.
+        counts = torch.zeros(3, self.num_classes, dtype=torch.float64)  # hits, argmax, total
+        counts[0].index_add_(0, labels, confident_hit)
+        counts[1].index_add_(0, labels, argmax_hit)
+        counts[2].index_add_(0, labels, torch.ones_like(confident_hit))
+        per_class = max(1, len(labels) // max(1, len(classes)))
+        window = max(PASSES_TO_STOP, math.ceil(PROBE_EVIDENCE / per_class))
+        # A check fails on its own when a class collapsed, the mean spread is under the
+        # floor, or the overall confident share is under the target.
+        failed = (
+            bool(collapsed.any())
+            or float(diversity.mean()) < s.diversity_floor
+            or overall_confident < s.target_confident_share
+        )
+        self.window = [*self.window, (counts, failed)][-window:]
+        pooled = sum((c for c, _ in self.window), torch.zeros_like(counts))  # (3, K)
+        misses = (pooled[2] - pooled[0])[classes]  # (k,)
+        allowed = torch.clamp((1.0 - s.class_target) * pooled[2][classes], min=1.0).floor()
+        lagging = misses > allowed if s.class_target > 0 else torch.zeros_like(low)
         for index, k in enumerate(classes.tolist()):
             d, tau = float(self.diversity_weight[k]), float(self.spread_target[k])
-            if bool(low[index]):
+            spread = float(diversity[index])
+            if bool(collapsed[index]):  # under COLLAPSE_SHARE × floor: diversity first
                 d = min(D_MAX, max(d * D_UP, D_RESTART))
                 tau = min(SPREAD_MAX, max(tau * SPREAD_UP, s.diversity_floor))
-            elif bool(lagging[index]) and float(diversity[index]) >= s.diversity_floor * HEADROOM:
+            elif bool(low[index]):  # between: nudge up, unless confidence lags (then hold)
+                if not bool(lagging[index]):
+                    tau = min(SPREAD_MAX, max(tau * SPREAD_NUDGE, s.diversity_floor))
+            elif bool(lagging[index]):  # varied enough and lagging: confidence first
                 d = d * D_DOWN
                 d = 0.0 if d < D_ZERO else d
-                tau = tau * SPREAD_DOWN
+                tau = tau * (SPREAD_DOWN if spread >= s.diversity_floor * HEADROOM else SPREAD_EASE)
             self.diversity_weight[k] = d
             self.spread_target[k] = tau
             a = float(self.pull[k])
             a = min(PULL_MAX, a * PULL_UP) if bool(lagging[index]) else max(1.0, a / PULL_UP)
             self.pull[k] = a
-        overall_confident = float(confident_hit.mean())
-        overall_argmax = float(argmax_hit.mean())
-        # The stop decision pools this check with the previous one (fresh probes each):
-        # twice the samples per class, so one stray miss does not hold training back, while
-        # a class must stay collapse-free at both checks.
-        counts = torch.zeros(3, self.num_classes, dtype=torch.float64)  # hits, argmax, total
-        counts[0].index_add_(0, labels, confident_hit)
-        counts[1].index_add_(0, labels, argmax_hit)
-        counts[2].index_add_(0, labels, torch.ones_like(confident_hit))
-        spread_short = bool(collapsed.any()) or float(diversity.mean()) < s.diversity_floor
-        self.window = [*self.window, (counts, spread_short)][-PASSES_TO_STOP:]
-        pooled = sum((c for c, _ in self.window), torch.zeros_like(counts))
-        seen = pooled[2] > 0
-        pooled_class = pooled[0][seen] / pooled[2][seen]
+        total = float(pooled[2].sum())
         met = (
-            not any(flag for _, flag in self.window)
-            and bool((pooled_class >= s.class_target).all())
-            and float(pooled[0].sum() / pooled[2].sum()) >= s.overall_target
-            and float(pooled[1].sum() / pooled[2].sum()) >= s.target_argmax_share
+            len(self.window) >= PASSES_TO_STOP
+            and not any(flag for _, flag in self.window[-PASSES_TO_STOP:])
+            and not bool(lagging.any())
+            and float(pooled[0].sum()) / total >= s.overall_target
+            and float(pooled[1].sum()) / total >= s.target_argmax_share
         )
         self.passes = self.passes + 1 if met else 0
-        self.finished = met and len(self.window) >= PASSES_TO_STOP
+        self.finished = met
         self.checks += 1
         picked = classes.tolist()
         self.last_report = ProbeReport(

@@ -21,8 +21,9 @@ import torch
 
 from models.control import ProbeReport
 from models.methods import InversionMethod
+from models.verdict import TrainingOutcome
 
-__all__ = ["Progress", "TrainResult", "load_state", "save_state", "train"]
+__all__ = ["Progress", "TrainResult", "load_state", "save_state", "train", "training_outcome"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,28 @@ def train(
         running_share(),
         reason,
         method.last_probe,
+    )
+
+
+def training_outcome(method: InversionMethod, result: TrainResult, budget: int) -> TrainingOutcome:
+    """The training half of a verdict (`models.verdict.build_verdict`): why training stopped,
+    the steps against the budget, and which classes the last probes still flagged."""
+    names = method.classifier.class_names
+    probe = result.probe
+    collapsed: tuple[str, ...] = ()
+    lagging: tuple[str, ...] = ()
+    if probe is not None:
+        collapsed = tuple(
+            names[k] for k, c in zip(probe.classes, probe.collapsed, strict=True) if c
+        )
+        lagging = tuple(names[k] for k, c in zip(probe.classes, probe.lagging, strict=True) if c)
+    return TrainingOutcome(
+        stop_reason=result.stop_reason,
+        steps=result.step,
+        step_budget=budget,
+        recipe=method.config.recipe,
+        collapsed_on_probes=collapsed,
+        lagging_on_probes=lagging,
     )
 
 

@@ -27,8 +27,13 @@ __all__ = [
     "build_verdict",
 ]
 
-StopReason = Literal["targets_met", "budget_spent", "fixed_recipe", "no_training"]
-STOP_REASONS: tuple[str, ...] = ("targets_met", "budget_spent", "fixed_recipe", "no_training")
+STOP_REASONS: tuple[str, ...] = (
+    "targets_met",  # adaptive: the targets held on the probes at two consecutive checks
+    "budget_spent",  # adaptive: the step budget ran out first
+    "fixed_recipe",  # paper / fade: ran their fixed number of steps
+    "no_training",  # pixel: no generator
+    "cancelled",  # stopped from outside (a resumed job continues)
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class Targets:
 class TrainingOutcome:
     """How training ended: `stop_reason` is one of `STOP_REASONS`."""
 
-    stop_reason: str  # "targets_met", "budget_spent", "fixed_recipe" or "no_training"
+    stop_reason: str  # one of STOP_REASONS
     steps: int = 0  # steps run
     step_budget: int = 0  # the most steps training could have run
     recipe: str = "adaptive"
@@ -195,6 +200,8 @@ def _stop_sentence(outcome: TrainingOutcome) -> str:
         )
     if outcome.stop_reason == "fixed_recipe":
         return f"Training ran the fixed '{outcome.recipe}' recipe for {outcome.steps} steps."
+    if outcome.stop_reason == "cancelled":
+        return f"Training was stopped from outside after {outcome.steps} steps."
     return "No generator training (the method optimises each sample)."
 
 
