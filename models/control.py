@@ -4,41 +4,46 @@ Every `check_every` steps the generator is *probed*: a fresh, seeded batch per t
 sampled exactly as it is delivered (eval mode, dropout off, quantised to 8 bits) and the
 frozen classifier scores it. Per class the controller measures
 
-- the confident share (p_y ≥ `confidence_threshold`) and the argmax share;
+- the confident share (p_y ≥ `confidence_threshold`) and the argmax share, pooled over the
+  last checks until each class has at least `PROBE_EVIDENCE` probes (2 checks at 10 classes,
+  4 at 100); a class *lags* when its pooled misses exceed 1% of its probes (one stray miss
+  always tolerated);
 - a data-free collapse signal: the mean pairwise RMS pixel distance between the class's probe
-  images, ‖x_i − x_j‖₂ / √(C·H·W) over pairs i < j, compared with `diversity_floor`.
+  images, ‖x_i − x_j‖₂ / √(C·H·W) over pairs i < j ("spread"). Under `diversity_floor` a
+  class is *low*; under `COLLAPSE_SHARE` × the floor it is *collapsed*.
 
 It then adapts, per class k:
 
-- the pixel-spread target τ_k of the class's spread hinge, max(0, τ_k − spread_k), where
-  spread_k is the same RMS distance measured on the training batch (dropout on): raised
-  ×`SPREAD_UP` (from at least the floor) while the class is collapsed on the probes, lowered
-  ×`SPREAD_DOWN` while the class lags in confidence and its probes are comfortably above the
-  floor, held otherwise. The hinge acts only below τ_k, so a class that is varied enough
-  pays nothing in confidence for it;
+- the target τ_k of the class's spread hinge max(0, τ_k − spread_k) (spread_k measured on
+  the training batch, dropout on): ×`SPREAD_UP` (from at least the floor) while collapsed;
+  ×`SPREAD_NUDGE` while low and not lagging; held while low and lagging (confidence first);
+  ×`SPREAD_DOWN` (×`SPREAD_EASE` just above the floor) while lagging and not low. The hinge
+  acts only below τ_k, so a class that is varied enough pays nothing in confidence for it;
 - the feature-diversity level D_k, a factor on the paper's feature-space terms (cosine,
-  orthogonality) of that class: lowered ×`D_DOWN` while the class lags and is clearly not
-  collapsed (the paper's "fade the diversity weights", closed-loop and per class), raised
-  while it is collapsed;
-- the pull a_k, the weight of class k in the training batch: lagging classes are drawn more
-  often and their KL term weighs more (×`PULL_UP` per lagging check, up to `PULL_MAX`; back
-  towards 1 once they meet the target).
+  orthogonality) of the class: lowered ×`D_DOWN` while it lags and is not low (the paper's
+  "fade the diversity weights", closed-loop and per class), raised while collapsed;
+- the pull a_k: lagging classes are drawn more often into the training batch and their KL
+  term weighs more (×`PULL_UP` per lagging check, up to `PULL_MAX`; back towards 1 after).
 
-Training stops when every target holds on the probes, with margins (the probes are not the
-delivered samples), at two consecutive checks; else when the step budget is spent.
+Training stops when, at two consecutive checks, no class is collapsed, the mean spread is at
+least the floor, the overall confident share meets the target, and on the pooled probes no
+class lags, the overall confident share is ≥ target + `OVERALL_MARGIN` and the argmax share
+meets its target; else when the step budget is spent (`models.training.train`).
 
-Why RMS pixel distance against a floor (the evidence is in docs/engine.md, "collapse signal"):
-the audit flags a class as collapsed when its pixel diversity is under half its real images'.
-Real within-class diversity of the digits variants in the zoo is 0.15–0.27 RMS per pixel
-(mean 0.22, grey, tinted RGB, 64x64 and the 100 pairs classes alike), so half of it is at most
-0.135, and the mean target (0.8× real) is about 0.18: a floor of 0.18 on the probes keeps
-every class clear of "collapsed" and the mean near 0.8× without seeing real data. The
-feature-space terms cannot supply this signal: on networks whose features decorrelate under
-tiny pixel changes, collapsed classes still have low feature cosine.
+Why RMS pixel spread against a floor (evidence: `bench/zoo.py` prints, over every member,
+method and class it ran, how the data-free rule compares with the audit's "collapsed" flag
+measured against real images; docs/engine.md has the figures). The audit flags a class when
+its pixel diversity is under half its real images'. Real within-class diversity of every
+digits variant in the zoo is 0.15–0.27 RMS per pixel (mean 0.22: grey, tinted RGB, 64×64 and
+the 100 pair classes alike), so half of it is at most 0.135 and the mean target (0.8× real)
+is about 0.18: with a floor of 0.18 and "collapsed" under 0.144, a class the controller lets
+through is clear of the audit's flag without seeing real data. The feature-space terms cannot
+supply this signal: on networks whose features decorrelate under tiny pixel changes (BatchNorm
++ GELU, ViT, MobileNet-style) collapsed classes still have low feature cosine.
 
-All state (D, a, pass counter, last report, whether training finished) is in `state_dict()`;
-probes draw from their own seeded generators and never touch the method's RNGs, so a run
-resumed from any checkpoint ends exactly as an uninterrupted one (CPU).
+All state (τ, D, a, the probe window, pass counter, last report, whether training finished)
+is in `state_dict()`; probes draw from their own seeded generators and never touch the
+method's RNGs, so a run resumed from any checkpoint ends exactly as an uninterrupted one (CPU).
 """
 
 from __future__ import annotations
@@ -159,8 +164,8 @@ class ProbeReport:
     confident: tuple[float, ...]  # share at p_y ≥ threshold
     argmax: tuple[float, ...]
     diversity: tuple[float, ...]  # mean pairwise RMS pixel distance
-    collapsed: tuple[bool, ...]  # diversity < floor
-    lagging: tuple[bool, ...]  # confident < the per-class probe target
+    collapsed: tuple[bool, ...]  # diversity < COLLAPSE_SHARE × floor (blocks the stop)
+    lagging: tuple[bool, ...]  # pooled misses over 1% of the class's probes (and > 1)
     diversity_weight: tuple[float, ...]  # D_k after this check
     spread_target: tuple[float, ...]  # τ_k after this check
     pull: tuple[float, ...]  # a_k after this check
@@ -187,6 +192,7 @@ class ClassController:
         self.pull = torch.ones(num_classes, dtype=torch.float64)
         self.passes = 0
         self.finished = False
+        self.candidate = False  # the last check met the targets, awaiting `confirm`
         self.checks = 0
         # (per-class hits, argmax hits, probes) and "a class collapsed", last checks
         self.window: list[tuple[torch.Tensor, bool]] = []
@@ -263,7 +269,7 @@ class ClassController:
             and float(pooled[1].sum()) / total >= s.target_argmax_share
         )
         self.passes = self.passes + 1 if met else 0
-        self.finished = met
+        self.candidate = met  # the method confirms on the same generator state (`confirm`)
         self.checks += 1
         picked = classes.tolist()
         self.last_report = ProbeReport(
@@ -282,6 +288,49 @@ class ClassController:
             targets_met=met,
             passes=self.passes,
             finished=self.finished,
+        )
+        return self.last_report
+
+    def confirm(
+        self, labels: torch.Tensor, images: torch.Tensor, logits: torch.Tensor
+    ) -> ProbeReport:
+        """A second probe batch on the generator of the check that met the targets.
+
+        The pooled window mixes generator states of successive checks; the delivered samples
+        come from the last one. So the stop needs this check's probes pooled with a fresh
+        batch from the same state to meet the per-class and overall targets again, and no
+        class collapsed in it. Returns the last report with `finished` set accordingly.
+        """
+        if not self.candidate or self.last_report is None:
+            raise RuntimeError("confirm() follows a check that met the targets")
+        s = self.settings
+        labels = labels.cpu()
+        classes = torch.unique(labels)
+        probs = F.softmax(logits.detach().double().cpu(), dim=1)
+        hit = (probs.gather(1, labels[:, None]).squeeze(1) >= s.confidence_threshold).double()
+        counts = self.window[-1][0].clone()
+        counts[0].index_add_(0, labels, hit)
+        counts[2].index_add_(0, labels, torch.ones_like(hit))
+        misses = (counts[2] - counts[0])[classes]
+        allowed = torch.clamp((1.0 - s.class_target) * counts[2][classes], min=1.0).floor()
+        collapsed = class_diversity(images.cpu(), labels, classes) < (
+            COLLAPSE_SHARE * s.diversity_floor
+        )
+        self.finished = (
+            not bool((misses > allowed).any())
+            and float(counts[0].sum() / counts[2].sum()) >= s.overall_target
+            and not bool(collapsed.any())
+        )
+        self.candidate = False
+        if not self.finished:
+            self.passes = 0
+        report = self.last_report
+        self.last_report = ProbeReport(
+            **{
+                **{f: getattr(report, f) for f in report.__dataclass_fields__},
+                "passes": self.passes,
+                "finished": self.finished,
+            }
         )
         return self.last_report
 
@@ -324,6 +373,7 @@ class ClassController:
             "passes": self.passes,
             "window": [(c.clone(), flag) for c, flag in self.window],
             "finished": self.finished,
+            "candidate": self.candidate,
             "checks": self.checks,
             "last_report": None if self.last_report is None else self.last_report.to_dict(),
         }
@@ -335,6 +385,7 @@ class ClassController:
         self.passes = int(state["passes"])
         self.window = [(c.clone(), bool(flag)) for c, flag in state["window"]]
         self.finished = bool(state["finished"])
+        self.candidate = bool(state["candidate"])
         self.checks = int(state["checks"])
         report = state.get("last_report")
         self.last_report = None if report is None else _report_from_dict(report)

@@ -490,10 +490,17 @@ class GeneratorMethod(InversionMethod):
         pool = self.trained_classes
         per_class = self.controller.settings.probes_for(len(pool))
         labels = pool.repeat_interleave(per_class).to(self.device)  # (k · per_class,)
-        images = quantise(self.sample(labels, seed=probe_seed(self.config.seed, self.step_count)))
+        seed = probe_seed(self.config.seed, self.step_count)
+        images = quantise(self.sample(labels, seed=seed))
         with torch.no_grad():
             logits = self.classifier(images)  # (n, K)
-        return self.controller.observe(self.step_count, labels, images, logits)
+        report = self.controller.observe(self.step_count, labels, images, logits)
+        if self.controller.candidate:  # confirm on this very generator with fresh probes
+            images = quantise(self.sample(labels, seed=seed + 1))
+            with torch.no_grad():
+                logits = self.classifier(images)
+            report = self.controller.confirm(labels, images, logits)
+        return report
 
     def sample(
         self, labels: torch.Tensor, *, dropout: bool = False, seed: int | None = None

@@ -65,10 +65,27 @@ def test_stops_only_after_targets_are_met_at_consecutive_checks() -> None:
     assert control.passes == 0  # a miss resets the count
     assert not control.observe(150, *good).targets_met  # the bad check is still pooled
     report = control.observe(200, *good)
+    assert report.targets_met
+    assert not control.finished  # a candidate until confirmed on the same generator
+    assert control.candidate
+    report = control.confirm(LABELS, _diverse(LABELS, seed=5), _confident_logits(LABELS))
     assert report.finished
     assert control.finished
     assert report.passes >= 1
     assert not control.due(300)  # a finished controller probes no more
+
+
+def test_a_failed_confirmation_keeps_training() -> None:
+    control = ClassController(K, ControlSettings())
+    good = (LABELS, _diverse(LABELS), _confident_logits(LABELS))
+    control.observe(50, *good)
+    assert control.observe(100, *good).targets_met
+    right = LABELS != 1  # the fresh batch from the same generator: class 1 misses
+    report = control.confirm(LABELS, _diverse(LABELS, seed=9), _confident_logits(LABELS, right))
+    assert not report.finished
+    assert not control.finished
+    assert control.passes == 0
+    assert not control.candidate
 
 
 def test_a_collapsed_class_blocks_the_stop_even_when_confident() -> None:
