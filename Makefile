@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DATA   ?= data
 
-.PHONY: run test lint typecheck install tools
+.PHONY: run test lint typecheck install tools sandbox
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,18 +19,28 @@ install: $(STAMP)
 
 ## Start the whole service on the embedded default: API on 127.0.0.1:8000, one worker,
 ## state and blobs under $(DATA)/. Ctrl-C stops everything.
-run: $(STAMP)
+run: $(STAMP) sandbox
 	mkdir -p $(DATA)
 	$(BIN)/c3 serve --data-dir $(DATA)
 
 ## Debian packages the tests drive: Chromium (browser tests, never a downloaded browser),
-## docker-compose (validates docker-compose.yml; no engine needed) and redis-server.
+## docker-compose (validates docker-compose.yml; no engine needed), redis-server and
+## bubblewrap (the validation sandbox's namespaces).
 tools:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; fi
+
+## bubblewrap isolates the validation of uploads (no network, a read-only filesystem); without
+## it uploads are still validated in a resource-limited child process, and the log says so.
+sandbox:
+	@if ! command -v bwrap >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) \
+		|| echo "bubblewrap is not installed: uploads are validated without namespaces"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

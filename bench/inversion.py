@@ -29,9 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from models.audit import Reference  # noqa: E402
 from models.classifier import LoadedClassifier  # noqa: E402
 from models.comparison import MethodRun, format_table, run_method  # noqa: E402
-from models.config import InversionConfig, LossWeights  # noqa: E402
+from models.contracts.inversion import InversionConfig, LossWeights  # noqa: E402
 from models.digits import load_digits_data, train_classifier  # noqa: E402
 from models.images import encode_png, grid_array, hstack_arrays  # noqa: E402
 
@@ -105,7 +106,7 @@ def run_shape(shape: tuple[int, int, int], args: argparse.Namespace) -> dict[str
         flush=True,
     )
     classifier = LoadedClassifier(trained.model, shape, data.class_names)
-    reference = dict(reference_x=data.test_x, reference_y=data.test_y, train_x=data.train_x)
+    reference = Reference(data.test_x, data.test_y, train_x=data.train_x)
     runs: dict[str, MethodRun] = {}
     plans: list[tuple[str, InversionConfig, tuple[bool, ...]]] = [
         ("c3", InversionConfig(method="c3", seed=args.seed), (False, True)),
@@ -141,7 +142,7 @@ def run_shape(shape: tuple[int, int, int], args: argparse.Namespace) -> dict[str
         )
     for name, config, variants in plans:
         for run in run_method(
-            classifier, config, args.per_class, dropout_variants=variants, **reference
+            classifier, config, args.per_class, dropout_variants=variants, reference=reference
         ):
             if name != config.method:
                 run.label = name
@@ -172,7 +173,8 @@ def save_images(
     tag = "x".join(map(str, shape))
     real = grid_array(real_x, real_y, per_row=10, scale=2)
     for label in ("c3", "soft", "pixel"):
-        fake = grid_array(runs[label].images, runs[label].targets, per_row=10, scale=2)
+        result = runs[label].result
+        fake = grid_array(result.images, result.targets, per_row=10, scale=2)
         (folder / f"{label}_vs_real_{tag}.png").write_bytes(encode_png(hstack_arrays([fake, real])))
 
 
@@ -201,8 +203,8 @@ def run_onnx(args: argparse.Namespace) -> dict[str, MethodRun]:
 
     import torch.nn.functional as F
 
+    from models.contracts.classifier import ClassifierSpec
     from models.loading import check_classifier, load_classifier
-    from models.spec import ClassifierSpec
 
     shape = (3, 20, 36)
     data = load_digits_data(shape)
@@ -238,7 +240,9 @@ def run_onnx(args: argparse.Namespace) -> dict[str, MethodRun]:
             verbose=False,
         )
     onnx_bytes = program.model_proto.SerializeToString()  # type: ignore[union-attr]
-    spec = ClassifierSpec("onnx", shape, data.class_names, mean=(mean,), std=(std,))
+    spec = ClassifierSpec(
+        format="onnx", input_shape=shape, class_names=data.class_names, mean=(mean,), std=(std,)
+    )
     classifier = load_classifier(onnx_bytes, spec)
     report = check_classifier(classifier)
     with torch.no_grad():
@@ -252,7 +256,7 @@ def run_onnx(args: argparse.Namespace) -> dict[str, MethodRun]:
     )
     runs: dict[str, MethodRun] = {}
     seeking = InversionConfig(
-        method="c3", seed=args.seed, recipe="fade", weights=LossWeights(mode_seeking=0.5)
+        method="c3", seed=args.seed, recipe="fade", loss_weights=LossWeights(mode_seeking=0.5)
     )
     for name, config, variants in (
         ("c3", InversionConfig(method="c3", seed=args.seed), (False, True)),
@@ -263,9 +267,7 @@ def run_onnx(args: argparse.Namespace) -> dict[str, MethodRun]:
             classifier,
             config,
             args.per_class,
-            reference_x=test_x,
-            reference_y=data.test_y,
-            train_x=train_x,
+            reference=Reference(test_x, data.test_y, train_x=train_x),
             dropout_variants=variants,
         ):
             if name != config.method:
@@ -309,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
     if args.json:
         payload = {
-            shape: {label: run.metrics.to_dict() for label, run in runs.items()}
+            shape: {label: run.metrics.model_dump(mode="json") for label, run in runs.items()}
             for shape, runs in results.items()
         }
         Path(args.json).write_text(json.dumps(payload, indent=2))

@@ -4,10 +4,10 @@
     .venv/bin/python bench/zoo.py --methods c3,paper --members vit,resnet --json out.json
     .venv/bin/python bench/zoo.py --from-json a.json,b.json    # one table from earlier runs
 
-Members (bench/zoo_members.py) are trained once and cached. Each method is run with default
-settings and no per-member tuning, then 100 samples per class are drawn as the worker does
-(eval mode, chunks of 250 with seeds seed+i), quantised to 8 bits as the delivered PNGs, and
-scored with `models.metrics.compute_metrics` against the member's held-out split. The targets
+Members (bench/zoo_members.py) are trained once and cached. Each method runs through the
+engine's entry point `models.audit.audit`, as a worker job does, with default settings and no
+per-member tuning: 100 samples per class drawn in eval mode, delivered as 8-bit pixels and
+scored by `compute_metrics` against the member's held-out split. The targets
 (issue 10, point 3) are evaluated by `models.verdict.build_verdict`, the same code that gives
 jobs their verdict; the zoo adds the time targets: median training time ≤ 60 s, none > 180 s.
 
@@ -24,7 +24,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +34,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.zoo_members import MEMBERS, Prepared, prepare  # noqa: E402
-from models.config import InversionConfig  # noqa: E402
-from models.control import quantise  # noqa: E402
-from models.methods import build_method  # noqa: E402
-from models.metrics import Cost, compute_metrics  # noqa: E402
-from models.training import Progress, train, training_outcome  # noqa: E402
+from models.audit import AuditHooks, Reference, audit  # noqa: E402
+from models.contracts.artifacts import Progress  # noqa: E402
+from models.contracts.inversion import InversionConfig  # noqa: E402
 from models.verdict import Targets, build_verdict  # noqa: E402
 
 MEDIAN_SECONDS, MAX_SECONDS = 60.0, 180.0
-SAMPLE_CHUNK = 250  # as worker/jobs.py
 METHODS: dict[str, dict[str, Any]] = {
     "c3": {"method": "c3"},
     "paper": {"method": "c3", "recipe": "paper"},
@@ -72,12 +68,11 @@ def parse_method(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def run_one(prepared: Prepared, label: str, fields: dict[str, Any], args: Any) -> dict[str, Any]:
-    """Train, sample as delivered, score; one result row (JSON-safe)."""
+    """One audit through the engine's entry point (`models.audit.audit`, as the worker runs
+    it): train, sample, deliver 8-bit, score against the held-out split; one result row."""
     classifier, data = prepared.classifier, prepared.data
-    config = InversionConfig.from_dict({**fields, "seed": args.seed})
+    config = InversionConfig.model_validate({**fields, "seed": args.seed})
     torch.manual_seed(args.seed)
-    method = build_method(classifier, config, "cpu")
-    steps = config.step_budget if method.needs_training else 0
     seen: set[int] = set()
 
     def show(progress: Progress) -> None:
@@ -92,32 +87,24 @@ def run_one(prepared: Prepared, label: str, fields: dict[str, Any], args: Any) -
             f"{min(probe.diversity):.3f}..{max(probe.diversity):.3f}, D "
             f"{min(probe.diversity_weight):.2f}..{max(probe.diversity_weight):.2f}, tau "
             f"{min(probe.spread_target):.2f}..{max(probe.spread_target):.2f}, pull max "
-            f"{max(probe.pull):.2f}, passes {probe.passes} ({progress.elapsed_s:.1f} s)",
+            f"{max(probe.pull):.2f}, passes {probe.passes}",
             flush=True,
         )
 
-    result = train(method, steps=steps, on_progress=show, progress_every_s=0.0)
-    classes = classifier.num_classes
-    labels = torch.arange(classes).repeat_interleave(args.per_class)
-    begin = time.perf_counter()
-    chunks = [
-        method.sample(chunk, seed=args.seed + i)
-        for i, chunk in enumerate(labels.split(SAMPLE_CHUNK))
-    ]
-    sample_seconds = time.perf_counter() - begin
-    delivered = quantise(torch.cat(chunks).cpu())  # what the PNGs hold
-    cost = Cost(
-        train_seconds=result.seconds,
-        steps=method.step_count,
-        sample_seconds=sample_seconds,
-        samples_per_second=len(labels) / sample_seconds if sample_seconds else None,
+    result = audit(
+        classifier,
+        config,
+        samples_per_class=args.per_class,
+        reference=Reference(data.test_x, data.test_y),
+        sample_seed=args.seed,
+        hooks=AuditHooks(on_progress=show, progress_every_s=0.0),
         device="cpu",
     )
-    metrics = compute_metrics(classifier, delivered, labels, data.test_x, data.test_y, cost)
-    metrics_dict = metrics.to_dict()
-    probe = result.probe
-    outcome = training_outcome(method, result, steps)
-    verdict = build_verdict(metrics_dict, outcome, Targets(), method=config.method)
+    method = result.method
+    classes = classifier.num_classes
+    metrics_dict = result.metrics.model_dump(mode="json")
+    probe = method.last_probe
+    verdict = build_verdict(metrics_dict, result.training, Targets(), method=config.method)
     checks = {c.name: c for c in verdict.checks}
     per_class = metrics_dict["per_class"]
     worst_name = min(per_class, key=lambda n: per_class[n]["confident_share"])
@@ -127,9 +114,11 @@ def run_one(prepared: Prepared, label: str, fields: dict[str, Any], args: Any) -
         "accuracy": prepared.accuracy,
         "route": prepared.route,
         "steps": method.step_count,
-        "stop_reason": result.stop_reason,
-        "train_seconds": result.seconds,
-        "steps_per_second": method.step_count / result.seconds if result.seconds else None,
+        "stop_reason": None if result.training is None else result.training.stop_reason,
+        "train_seconds": method.trained_seconds,
+        "steps_per_second": method.step_count / method.trained_seconds
+        if method.trained_seconds
+        else None,
         "confident": checks["confident_share"].value,
         "worst_class": checks["class_confident_share"].value,
         "worst_class_name": worst_name,
@@ -139,7 +128,6 @@ def run_one(prepared: Prepared, label: str, fields: dict[str, Any], args: Any) -
         "mean_ratio": checks["mean_diversity_ratio"].value,
         "collapsed": len(metrics_dict["collapsed_classes"]),
         "classes": classes,
-        "pixels": int(delivered[0].numel()),
         "pass": {name: checks[name].met for name, _ in FLAGS},
         "met": verdict.met,
         "verdict": verdict.to_dict(),

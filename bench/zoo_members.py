@@ -38,7 +38,7 @@ from models.architectures import build_architecture
 from models.classifier import LoadedClassifier
 from models.digits import DigitsData, load_digits_variant
 from models.loading import load_classifier
-from models.spec import ClassifierRejected, ClassifierSpec
+from models.contracts.classifier import ClassifierRejected, ClassifierSpec
 
 logger = logging.getLogger(__name__)
 
@@ -491,12 +491,12 @@ def prepare(member: Member, *, seed: int = 0, route: str = "dynamo") -> Prepared
         x_check = data.test_x[:64]
         reference_logits = _normalised(member, model)((x_check - member.mean) / member.std)
     if member.route == "safetensors":
-        spec = ClassifierSpec("safetensors", architecture=member.architecture, **spec_fields)
+        spec = ClassifierSpec(format="safetensors", architecture=member.architecture, **spec_fields)
         weights = safetensors_save({k: v.contiguous() for k, v in model.state_dict().items()})
         loaded["safetensors"] = load_classifier(weights, spec)
         exports["safetensors"] = "ok"
     else:
-        spec = ClassifierSpec("onnx", **spec_fields)
+        spec = ClassifierSpec(format="onnx", **spec_fields)
         for exporter in ("legacy", "dynamo"):
             path = stem.with_name(f"{stem.name}-{exporter}.onnx")
             try:

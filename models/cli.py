@@ -1,9 +1,13 @@
-"""Offline command line: `c3 invert ...` and `c3 demo` (no service needed).
+"""Offline command line: `c3 invert ...`, `c3 demo` and `c3 check` (no service needed).
 
     python -m models.cli invert --classifier model.onnx --method c3 --per-class 10 --out out/
     python -m models.cli invert --classifier w.safetensors --arch paper-cnn \\
         --input-shape 1,28,28 --reference heldout.npz --out out/
     python -m models.cli demo
+    python -m models.cli check model.onnx [--input-shape C,H,W] [--json]
+
+User errors (a missing file, a refused model, a bad option value) end as one
+`c3: error: ...` line and exit status 2, never a traceback.
 
 A reference set is an .npz with `x` (n, C, H, W) or (n, H, W) images in [0, 1] (or uint8
 0..255) and optionally `y` (n,) integer labels; it is read with `allow_pickle=False`.
@@ -14,19 +18,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from models.contracts.errors import field_errors
+from models.contracts.inversion import METHODS
+
+if TYPE_CHECKING:
+    from models.audit import Reference
 
 __all__ = ["main"]
 
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(",") if v.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,16 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     invert.add_argument("--config", default="{}", help="architecture config as JSON")
     invert.add_argument("--input-shape", type=_ints, help="C,H,W (default: from ONNX/reference)")
     invert.add_argument("--class-names", help="comma-separated names, one per output")
-    invert.add_argument("--mean", type=_floats, default=(0.0,), help="normalisation mean(s)")
-    invert.add_argument("--std", type=_floats, default=(1.0,), help="normalisation std(s)")
-    invert.add_argument("--method", default="c3", help="c3, soft or pixel")
+    invert.add_argument("--mean", default="0", help="normalisation mean(s), comma-separated")
+    invert.add_argument("--std", default="1", help="normalisation std(s), comma-separated")
+    invert.add_argument("--method", default="c3", choices=METHODS, help="default: c3")
     invert.add_argument("--method-config", default="{}", help="InversionConfig fields as JSON")
     invert.add_argument("--steps", type=int, help="training steps (overrides the config)")
     invert.add_argument("--seed", type=int, default=0)
     invert.add_argument("--per-class", type=int, default=10, help="samples per class")
     invert.add_argument("--dropout", action="store_true", help="sample with dropout on")
     invert.add_argument("--reference", type=Path, help=".npz of real images (x, y)")
-    invert.add_argument("--top-k", type=int, default=5)
     invert.add_argument("--device", default=None, help="cpu, cuda (default: cuda if present)")
     invert.add_argument("--out", required=True, type=Path, help="output folder")
     invert.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -64,7 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="write grids (c3/soft/pixel), the classifier and the held-out reference set here",
     )  # fmt: skip
     demo.add_argument("--seed", type=int, default=0)
+
+    check = commands.add_parser("check", help="what an upload of this ONNX file would meet")
+    check.add_argument("model", type=Path, help=".onnx file")
+    check.add_argument("--input-shape", type=_ints, help="C,H,W (default: from the graph)")
+    check.add_argument("--json", action="store_true", help="print the findings as JSON")
     return parser
+
+
+# What a user can get wrong: refused models and configs (ClassifierRejected and JSON errors
+# are ValueErrors), files that are missing or unreadable, reference sets that are not .npz.
+USER_ERRORS = (ValueError, OSError, zipfile.BadZipFile, EOFError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,41 +89,78 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "invert":
             return _invert(args)
+        if args.command == "check":
+            return _check(args)
         return _demo(args)
-    except ValueError as error:  # ClassifierRejected, config errors: show, no traceback
-        print(f"c3: error: {error}", file=sys.stderr)
+    except ValidationError as error:  # a declaration or config field: name it, no traceback
+        print(f"c3: error: {field_errors(error)[0]}", file=sys.stderr)
+        return 2
+    except USER_ERRORS as error:  # one line, no traceback
+        print(f"c3: error: {_user_error(error)}", file=sys.stderr)
         return 2
 
 
-def _load_reference(path: Path) -> tuple[Any, Any]:
+def _user_error(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    if isinstance(error, json.JSONDecodeError):
+        return f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+    return str(error) or type(error).__name__
+
+
+def _check(args: argparse.Namespace) -> int:
+    import torch
+
+    from models.check import check_onnx, format_check
+
+    torch.set_num_threads(1)  # as the upload validation runs, so the latency compares
+    result = check_onnx(args.model.read_bytes(), args.input_shape)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_check(str(args.model), result))
+    return 0 if result.accepted else 2
+
+
+def _load_reference(path: Path) -> Reference:
     import numpy as np
     import torch
 
-    with np.load(path, allow_pickle=False) as archive:
+    from models.audit import Reference
+
+    try:
+        archive: Any = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile):
+        raise ValueError(f"{path}: not an .npz archive of arrays (x, and optionally y)") from None
+    if not hasattr(archive, "files"):  # np.load gave a single .npy array
+        raise ValueError(f"{path}: a single .npy array, not an .npz archive with 'x' (and 'y')")
+    with archive:
         if "x" not in archive:
             raise ValueError(f"{path}: the reference .npz needs an array 'x' of images")
         x = archive["x"]
         y = archive.get("y")
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / 255.0
-    x = torch.from_numpy(np.asarray(x, dtype=np.float32))
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    if x.dim() != 4:
+    images = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4:
         raise ValueError(f"{path}: 'x' must be (n, C, H, W) or (n, H, W)")
-    if float(x.min()) < 0.0 or float(x.max()) > 1.0:
+    if float(images.min()) < 0.0 or float(images.max()) > 1.0:
         raise ValueError(f"{path}: 'x' must hold [0, 1] floats or uint8 pixels")
     labels = None if y is None else torch.from_numpy(np.asarray(y).astype(np.int64)).flatten()
-    if labels is not None and len(labels) != len(x):
+    if labels is not None and len(labels) != len(images):
         raise ValueError(f"{path}: 'x' and 'y' differ in length")
-    return x, labels
+    return Reference(images, labels)
 
 
 def _invert(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
-    from models.config import InversionConfig
+    from models.audit import AuditHooks, audit
+    from models.contracts.artifacts import Phase, Progress
+    from models.contracts.classifier import ClassifierSpec
+    from models.contracts.inversion import InversionConfig
     from models.device import pick_device
     from models.images import grid_png, png_bytes
     from models.loading import (
@@ -115,29 +169,21 @@ def _invert(args: argparse.Namespace) -> int:
         probe_input_shape,
         probe_num_classes,
     )
-    from models.methods import build_method
-    from models.metrics import Cost, compute_metrics
-    from models.scoring import score_samples
-    from models.spec import ClassifierSpec
-    from models.training import Progress, train
 
     data = args.classifier.read_bytes()
     fmt = args.format or ("onnx" if args.classifier.suffix.lower() == ".onnx" else "safetensors")
-    reference_x = reference_y = None
-    if args.reference:
-        reference_x, reference_y = _load_reference(args.reference)
+    reference = _load_reference(args.reference) if args.reference else None
     shape = args.input_shape or probe_input_shape(data, fmt)
-    if shape is None and reference_x is not None:
-        shape = tuple(int(d) for d in reference_x.shape[1:])
+    if shape is None and reference is not None:
+        shape = tuple(int(d) for d in reference.x.shape[1:])
     if shape is None or len(shape) != 3:
         raise ValueError("give --input-shape C,H,W (it cannot be read from the classifier)")
     arch_config = json.loads(args.config)
-    if args.class_names:
-        names = tuple(n.strip() for n in args.class_names.split(","))
-    else:
+    names = args.class_names
+    if not names:
         count = probe_num_classes(data, fmt, shape, args.arch, arch_config)
-        names = tuple(str(k) for k in range(count))
-    spec = ClassifierSpec.from_dict(
+        names = [str(k) for k in range(count)]
+    spec = ClassifierSpec.model_validate(
         {
             "format": fmt,
             "input_shape": shape,
@@ -156,63 +202,57 @@ def _invert(args: argparse.Namespace) -> int:
         f"{report.param_count:,} parameters, features from {report.feature_layer} "
         f"({report.feature_dim}-d), {report.forward_latency_ms:.2f} ms per image on {device}"
     )
-    overrides = json.loads(args.method_config)
-    overrides.update(method=args.method, seed=args.seed)
+    fields = json.loads(args.method_config) | {"method": args.method, "seed": args.seed}
     if args.steps is not None:
-        overrides["steps"] = args.steps
-    config = InversionConfig.from_dict(overrides)
-    method = build_method(classifier, config, device)
+        fields["steps"] = args.steps
+    config = InversionConfig.model_validate(fields)
 
-    start = time.perf_counter()
-    steps = config.step_budget if method.needs_training else 0
-    if steps:
-        with tqdm(total=steps, desc=f"training {config.method}", disable=args.quiet) as bar:
+    bars: dict[Phase, tqdm] = {}
 
-            def show(progress: Progress) -> None:
-                bar.update(progress.step - bar.n)
-                bar.set_postfix(
-                    loss=f"{progress.losses.get('total', float('nan')):.3f}",
-                    confident=f"{100 * progress.confident_share:.0f}%",
-                )
+    def show(progress: Progress) -> None:
+        if progress.phase not in (Phase.TRAINING, Phase.SAMPLING):
+            return
+        bar = bars.get(progress.phase)
+        if bar is None:
+            bar = bars[progress.phase] = tqdm(
+                total=progress.total_steps, desc=progress.phase.value, disable=args.quiet
+            )
+        bar.update(progress.step - bar.n)
+        if progress.phase == Phase.TRAINING:
+            bar.set_postfix(
+                loss=f"{progress.losses.get('total', float('nan')):.3f}",
+                confident=f"{100 * (progress.confident_share or 0):.0f}%",
+            )
 
-            train(method, steps=steps, on_progress=show, progress_every_s=0.2)
-    train_seconds = time.perf_counter() - start
-
-    targets = torch.arange(classifier.num_classes).repeat_interleave(args.per_class)
-    begin = time.perf_counter()
-    chunks = []
-    for k in tqdm(range(classifier.num_classes), desc="sampling", disable=args.quiet):
-        labels = targets[targets == k]
-        chunks.append(method.sample(labels, dropout=args.dropout, seed=args.seed + k).cpu())
-    images = torch.cat(chunks)
-    sample_seconds = time.perf_counter() - begin
-    cost = Cost(
-        train_seconds=train_seconds,
-        steps=method.step_count,
-        sample_seconds=sample_seconds,
-        samples_per_second=len(targets) / sample_seconds if sample_seconds > 0 else None,
-        device=str(device),
-    )
-    metrics = compute_metrics(classifier, images, targets, reference_x, reference_y, cost)
-    scores = score_samples(classifier, images, targets, args.top_k, metrics.counterfeit_outputs)
+    try:
+        result = audit(
+            classifier,
+            config,
+            samples_per_class=args.per_class,
+            reference=reference,
+            sample_dropout=args.dropout,
+            hooks=AuditHooks(on_progress=show, progress_every_s=0.2),
+            device=device,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
 
     out: Path = args.out
     (out / "samples").mkdir(parents=True, exist_ok=True)
-    records = []
-    for score, image in zip(scores, images, strict=True):
-        name = f"samples/{score.target:03d}_{score.index:05d}.png"
-        (out / name).write_bytes(png_bytes(image))
-        records.append({"file": name, **score.to_dict(classifier.class_names)})
-    (out / "grid.png").write_bytes(grid_png(images, targets, per_row=16))
-    (out / "samples.json").write_text(json.dumps(records, indent=1))
-    (out / "metrics.json").write_text(
-        json.dumps({"config": config.to_dict(), "metrics": metrics.to_dict()}, indent=2)
-    )
-    overall = metrics.overall
+    for name, blob in result.artifacts().items():
+        (out / name).write_bytes(blob)
+    (out / "config.json").write_text(config.model_dump_json(indent=1))
+    images = result.images
+    for sample in result.samples:  # the exports' layout: samples/000123.png
+        (out / f"samples/{sample.index:06d}.png").write_bytes(png_bytes(images[sample.index]))
+    (out / "grid.png").write_bytes(grid_png(images, result.targets, per_row=16))
+    overall, cost = result.metrics.overall, result.metrics.cost
     print(
-        f"{len(targets)} samples in {out}: {100 * (overall.confident_share or 0):.1f}% at "
+        f"{len(result.samples)} samples in {out}: {100 * (overall.confident_share or 0):.1f}% at "
         f"p >= 0.99, {100 * (overall.argmax_accuracy or 0):.1f}% argmax = target, "
-        f"training {train_seconds:.1f} s, sampling {cost.samples_per_second or 0:,.0f}/s"
+        f"training {result.method.trained_seconds:.1f} s, "
+        f"sampling {(cost.samples_per_second if cost else None) or 0:,.0f}/s"
         + (
             f", MSP-AUROC {overall.msp_auroc:.3f}, kNN-pixel AUROC {overall.knn_pixel_auroc:.3f}"
             if overall.msp_auroc is not None and overall.knn_pixel_auroc is not None
@@ -225,9 +265,10 @@ def _invert(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import torch
 
+    from models.audit import Reference
     from models.classifier import LoadedClassifier
     from models.comparison import format_table, run_method
-    from models.config import InversionConfig
+    from models.contracts.inversion import InversionConfig
     from models.digits import load_digits_data, train_classifier
     from models.images import encode_png, grid_array, hstack_arrays
 
@@ -239,16 +280,15 @@ def _demo(args: argparse.Namespace) -> int:
     trained = train_classifier("paper-cnn", data, seed=args.seed)
     print(f"held-out accuracy {100 * trained.accuracy:.1f}% ({trained.seconds:.1f} s)")
     classifier = LoadedClassifier(trained.model, shape, data.class_names)
+    reference = Reference(data.test_x, data.test_y, train_x=data.train_x)
     runs = []
-    for name in ("c3", "soft", "pixel"):
+    for name in METHODS:
         print(f"running {name} ...", flush=True)
         runs += run_method(
             classifier,
             InversionConfig(method=name, seed=args.seed),
             args.per_class,
-            reference_x=data.test_x,
-            reference_y=data.test_y,
-            train_x=data.train_x,
+            reference=reference,
             timing_repeats=1,
         )
     print()
@@ -263,7 +303,7 @@ def _demo(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         real = grid_array(data.test_x, data.test_y, per_row=10, scale=2)
         for run in runs:
-            fake = grid_array(run.images, run.targets, per_row=10, scale=2)
+            fake = grid_array(run.result.images, run.result.targets, per_row=10, scale=2)
             (args.out / f"{run.label}_vs_real.png").write_bytes(
                 encode_png(hstack_arrays([fake, real]))
             )

@@ -5,16 +5,15 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from models.audit import AuditHooks, AuditResult, Reference, audit
 from models.classifier import LoadedClassifier
-from models.config import InversionConfig
-from models.methods import InversionMethod, build_method
-from models.metrics import Cost, InversionMetrics, compute_metrics
-from models.training import Progress, train
+from models.contracts.artifacts import InversionMetrics
+from models.contracts.inversion import InversionConfig
 
 __all__ = ["MethodRun", "format_table", "run_method"]
 
@@ -24,12 +23,16 @@ logger = logging.getLogger(__name__)
 @dataclass
 class MethodRun:
     label: str  # row name, e.g. "c3" or "c3 (dropout on)"
-    method: InversionMethod
-    metrics: InversionMetrics
-    images: torch.Tensor  # (n, C, H, W) the scored samples
-    targets: torch.Tensor  # (n,)
-    train_seconds: float
-    samples_per_second: float
+    result: AuditResult
+    samples_per_second: float  # median of timed sampling runs (see run_method)
+
+    @property
+    def metrics(self) -> InversionMetrics:
+        return self.result.metrics
+
+    @property
+    def train_seconds(self) -> float:
+        return self.result.method.trained_seconds
 
 
 def run_method(
@@ -37,55 +40,53 @@ def run_method(
     config: InversionConfig,
     per_class: int,
     *,
-    reference_x: torch.Tensor | None = None,
-    reference_y: torch.Tensor | None = None,
-    train_x: torch.Tensor | None = None,
+    reference: Reference | None = None,
     dropout_variants: Sequence[bool] = (False,),
     timing_repeats: int = 3,
-    on_progress: Callable[[Progress], None] | None = None,
+    hooks: AuditHooks | None = None,
     device: torch.device | str | None = None,
     sample_seed: int = 1234,
 ) -> list[MethodRun]:
-    """Train `config.method`, sample `per_class` images per class, score them.
+    """Audit `config.method` on `classifier`, once per dropout variant (the later variants
+    sample the generator trained by the first).
 
     Sampling speed of generator methods is the median of `timing_repeats` timed runs after a
-    warm-up; `pixel` is timed once on the scored samples (each run takes many seconds).
+    warm-up; `pixel` is timed once, on the audited samples (each run takes many seconds).
     """
-    method = build_method(classifier, config, device)
-    start = time.perf_counter()
-    steps = config.step_budget if method.needs_training else 0
-    train(method, steps=steps, on_progress=on_progress)
-    train_seconds = time.perf_counter() - start
-    targets = torch.arange(classifier.num_classes).repeat_interleave(per_class)
-    runs = []
+    runs: list[MethodRun] = []
+    state: bytes | None = None
     for dropout in dropout_variants:
-        if method.needs_training:
-            method.sample(targets[: min(len(targets), 200)], dropout=dropout, seed=0)  # warm-up
-            timings = []
-            images = torch.empty(0)
-            for _ in range(max(1, timing_repeats)):
-                begin = time.perf_counter()
-                images = method.sample(targets, dropout=dropout, seed=sample_seed)
-                timings.append(time.perf_counter() - begin)
-            seconds = statistics.median(timings)
-        else:
-            begin = time.perf_counter()
-            images = method.sample(targets, dropout=dropout, seed=sample_seed)
-            seconds = time.perf_counter() - begin
-        speed = len(targets) / seconds if seconds > 0 else float("inf")
-        cost = Cost(
-            train_seconds=train_seconds,
-            steps=method.step_count,
-            sample_seconds=seconds,
-            samples_per_second=speed,
-            device=str(method.device),
+        result = audit(
+            classifier,
+            config if state is None else None,
+            samples_per_class=per_class,
+            reference=reference,
+            sample_dropout=dropout,
+            sample_seed=sample_seed,
+            state=state,
+            hooks=hooks,
+            device=device,
         )
-        metrics = compute_metrics(
-            classifier, images, targets, reference_x, reference_y, cost, train_x=train_x
-        )
+        state = result.trained_state
+        speed = result.metrics.cost.samples_per_second if result.metrics.cost else None
+        if result.method.needs_training:
+            speed = _sampling_speed(result, dropout, timing_repeats, sample_seed)
         label = config.method + (" (dropout on)" if dropout else "")
-        runs.append(MethodRun(label, method, metrics, images, targets, train_seconds, speed))
+        runs.append(MethodRun(label, result, speed or float("inf")))
     return runs
+
+
+def _sampling_speed(result: AuditResult, dropout: bool, repeats: int, seed: int) -> float:
+    """Samples per second of the trained generator: median of `repeats` runs after a warm-up."""
+    targets = result.targets
+    result.method.sample(targets[: min(len(targets), 200)], dropout=dropout, seed=0)
+    timings = []
+    for _ in range(max(1, repeats)):
+        begin = time.perf_counter()
+        result.method.sample(targets, dropout=dropout, seed=seed)
+        timings.append(time.perf_counter() - begin)
+    seconds = statistics.median(timings)
+    return len(targets) / seconds if seconds > 0 else float("inf")
 
 
 def _fmt(value: float | None, spec: str) -> str:

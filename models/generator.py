@@ -6,7 +6,9 @@ In eval mode each BatchNorm is folded into the layer before it (same values, few
 After the first up-convolution the label is injected again as a *hot conditioning matrix*:
 K planes, all zeros except the plane of the label, all ones ("deeper conditioning", so the
 label cannot be ignored). The number of up-convolutions adapts to the declared input shape so
-that the first feature map is about 5..8 pixels on its shorter side (28x28 → 7x7 base).
+that the first feature map is about 5..8 pixels on its shorter side (28x28 → 7x7 base); the
+layer sizes come from `models.contracts.cost.generator_plan`, which the API's memory estimate
+uses too.
 
 Dropout masks come from a `torch.Generator` passed in by the caller, never the global RNG, so
 a run resumed from a checkpoint draws exactly the same masks as an uninterrupted one.
@@ -14,28 +16,15 @@ a run resumed from a checkpoint draws exactly the same masks as an uninterrupted
 
 from __future__ import annotations
 
-import math
 from typing import cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ConditionedGenerator", "upsampling_plan"]
+from models.contracts.cost import generator_plan
 
-MIN_BASE_SIDE = 5  # the first feature map's shorter side is at least this many pixels
-MAX_UPSAMPLINGS = 4
-MAX_WIDTH = 256
-MIN_WIDTH = 4
-REFERENCE_PIXELS = 28 * 28  # `width` is meant for this many pixels per image
-
-
-def sized_width(width: int, height: int, out_width: int) -> int:
-    """Channels at full resolution for an output of height×width: `width` at 28×28, scaled
-    by √(784 / pixels) below it for larger images (at most `width`), so a step's cost grows
-    with √pixels rather than with pixels (64×64: 16 → 7 channels, 2.6× fewer FLOPs)."""
-    scaled = round(width * math.sqrt(REFERENCE_PIXELS / (height * out_width)))
-    return max(min(MIN_WIDTH, width), min(width, scaled))
+__all__ = ["ConditionedGenerator"]
 
 
 def _bn_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,16 +34,6 @@ def _bn_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
         raise RuntimeError("the generator's BatchNorm layers track running statistics")
     scale = norm.weight / torch.sqrt(var + norm.eps)
     return scale, norm.bias - mean * scale
-
-
-def upsampling_plan(height: int, width: int) -> tuple[int, int, int]:
-    """(number of ×2 up-convolutions, base height, base width) for an output of height×width."""
-    shorter = min(height, width)
-    steps = 1
-    while steps < MAX_UPSAMPLINGS and shorter / 2 ** (steps + 1) >= MIN_BASE_SIDE:
-        steps += 1
-    scale = 2**steps
-    return steps, math.ceil(height / scale), math.ceil(width / scale)
 
 
 class ConditionedGenerator(nn.Module):
@@ -76,13 +55,11 @@ class ConditionedGenerator(nn.Module):
         self.latent_dim = latent_dim
         self.dropout = float(dropout)
         self.negative_slope = float(negative_slope)
-        steps, self.base_h, self.base_w = upsampling_plan(height, out_width)
-        # Widths from the output end: sized to the image at full size, doubling to the base.
-        width = sized_width(width, height, out_width)
-        widths = [min(MAX_WIDTH, width * 2 ** (steps - level)) for level in range(steps + 1)]
+        plan = generator_plan(input_shape, num_classes, latent_dim, width)
+        self.plan, steps = plan, plan.steps
+        self.base_h, self.base_w, self.inject_at = plan.base_h, plan.base_w, plan.inject_at
+        widths = list(plan.widths)
         self.widths = widths
-        # The hot matrix joins after the first up-convolution (before it if there is only one).
-        self.inject_at = min(1, steps - 1)
         self.fc = nn.Linear(latent_dim + num_classes, widths[0] * self.base_h * self.base_w)
         self.fc_norm = nn.BatchNorm2d(widths[0])
         ups, norms = [], []

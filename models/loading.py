@@ -1,7 +1,7 @@
 """Turn uploaded bytes into a frozen `LoadedClassifier`, or refuse them with a clear reason.
 
 Accepted: safetensors weights of a registered architecture, and single-file ONNX models
-(run by `models.onnx_graph`). Never unpickled: `.pt`/`.pth` pickles, TorchScript archives and
+(run by `models.onnx`). Never unpickled: `.pt`/`.pth` pickles, TorchScript archives and
 `.pt2` exported programs are recognised by their bytes and refused before anything parses
 them. Every refusal is a `ClassifierRejected` whose message users see verbatim.
 """
@@ -24,8 +24,13 @@ from safetensors.torch import save as safetensors_save
 
 from models.architectures import ARCHITECTURES, build_architecture
 from models.classifier import LoadedClassifier
-from models.onnx_graph import MAX_PARAMETERS, OnnxGraphModule, parse_model, validate_model
-from models.spec import ClassifierRejected, ClassifierSpec
+from models.contracts.classifier import ClassifierRejected, ClassifierSpec
+from models.onnx import (
+    MAX_PARAMETERS,
+    build_module,
+    parse_model,
+    validate_model,
+)
 
 __all__ = [
     "MAX_CLASSIFIER_BYTES",
@@ -116,7 +121,13 @@ def _safetensors_header(data: bytes) -> dict[str, Any]:
     if len(data) < 8:
         raise ClassifierRejected("the safetensors file is truncated (no header): upload it again")
     (header_size,) = struct.unpack("<Q", data[:8])
-    if header_size > MAX_SAFETENSORS_HEADER or 8 + header_size > len(data):
+    if header_size > MAX_SAFETENSORS_HEADER:
+        raise ClassifierRejected(
+            f"the safetensors header declares {header_size:,} bytes, more than the "
+            f"{MAX_SAFETENSORS_HEADER // 2**20} MiB a model's header needs: this is not a "
+            "safetensors file; save the state_dict with safetensors.torch.save_file"
+        )
+    if 8 + header_size > len(data):
         raise ClassifierRejected(
             "the safetensors file is truncated or corrupt (its header runs past the end): "
             "save it again with safetensors.torch.save_file"
@@ -246,7 +257,7 @@ def _build_torch(data: bytes, spec: ClassifierSpec) -> torch.nn.Module:
 def _build_onnx(data: bytes, spec: ClassifierSpec) -> torch.nn.Module:
     model = parse_model(data)
     validate_model(model, spec.input_shape)
-    return OnnxGraphModule(model)
+    return build_module(model, spec.input_shape)
 
 
 # -- public ------------------------------------------------------------------------------
@@ -445,11 +456,16 @@ def probe_num_classes(
         model = parse_model(data)
         validate_model(model, input_shape)
         with torch.no_grad():
-            logits = OnnxGraphModule(model)(torch.full((1, *input_shape), 0.5))
+            logits = build_module(model, input_shape)(torch.full((1, *input_shape), 0.5))
         return int(logits.flatten(1).shape[1])
     name = architecture or ""
     if name not in ARCHITECTURES:
-        raise ClassifierRejected(f"unknown architecture {name!r}")
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise ClassifierRejected(
+            f"unknown architecture {name!r}: use one of {known}, or upload an ONNX export instead"
+            if name
+            else f"safetensors files hold only weights: name their architecture (one of {known})"
+        )
     with torch.device("meta"):  # names and shapes only, nothing allocated
         skeleton = build_architecture(name, input_shape, 2, **(architecture_config or {}))
     head = _output_layer(skeleton)

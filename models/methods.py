@@ -7,7 +7,7 @@
   vectors whose argmax is the label, trained with KL(c ‖ p) + CE + λ_cos · cosine.
 - `pixel`: direct pixel optimisation from noise, per sample ("fooling images", Nguyen et al.,
   CVPR 2015): Adam on sigmoid-parametrised pixels, ascending log p_y. No generator: every
-  sample costs `pixel_steps` forward/backward passes.
+  sample costs `steps` forward/backward passes.
 
 The base class freezes the classifier; every method owns three seeded `torch.Generator`s
 (labels, training noise, sampling noise) that are part of its state, so a run resumed from a
@@ -26,14 +26,15 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch.nn import functional as F
 
 from models.classifier import LoadedClassifier
-from models.config import InversionConfig, LossWeights
+from models.contracts.artifacts import CONFIDENT
+from models.contracts.inversion import METHODS as METHOD_NAMES
+from models.contracts.inversion import InversionConfig
 from models.control import (
     FOCUS_SLACK,
     ClassController,
@@ -57,9 +58,7 @@ from models.losses import (
 __all__ = [
     "METHODS",
     "C3Method",
-    "InversionConfig",
     "InversionMethod",
-    "LossWeights",
     "PixelMethod",
     "SoftMethod",
     "build_method",
@@ -71,16 +70,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CONFIDENT = 0.99  # p_y at or above this counts as "confident"
-STATE_VERSION = 2  # 2: adds the recipe to the config and the controller's state
+STATE_VERSION = 3  # 2: the config of models.contracts; 3: the recipe and the controller
 
 M = TypeVar("M", bound="type[InversionMethod]")
 METHODS: dict[str, type[InversionMethod]] = {}
 
 
 def register_method(cls: M) -> M:
-    """Class decorator: register an `InversionMethod` subclass under its `name`."""
+    """Class decorator: register an `InversionMethod` subclass under its `name`, one of the
+    names the contracts declare (so the API, which cannot import this module, knows them)."""
     name = cls.name
+    if name not in METHOD_NAMES:
+        raise ValueError(f"method {name!r} is not declared in models.contracts.inversion")
     if name in METHODS:
         raise ValueError(f"method {name!r} is registered twice")
     METHODS[name] = cls
@@ -116,10 +117,10 @@ def build_method_from_state(
 ) -> InversionMethod:
     """Rebuild a method from `state_dict()` output (its config travels inside)."""
     config = dict(state["config"])
-    if state.get("version") == 1 and "recipe" not in config:
-        config["recipe"] = "fade"  # version-1 checkpoints ran the fixed recipe of their day
+    if state.get("version") == 2 and "recipe" not in config:
+        config["recipe"] = "fade"  # version-2 checkpoints ran the fixed recipe of their day
         state = {**state, "version": STATE_VERSION, "config": config}
-    method = build_method(classifier, InversionConfig.from_dict(config), device)
+    method = build_method(classifier, InversionConfig.model_validate(config), device)
     method.load_state_dict(state)
     return method
 
@@ -135,7 +136,6 @@ class InversionMethod(abc.ABC):
     name: ClassVar[str]
     needs_training: ClassVar[bool] = True  # False: `sample` does all the work (pixel)
     supports_adaptive: ClassVar[bool] = False  # True: recipe "adaptive" runs the controller
-    default_weights: ClassVar[Callable[[], LossWeights]] = LossWeights.c3
 
     def __init__(
         self,
@@ -144,31 +144,26 @@ class InversionMethod(abc.ABC):
         device: torch.device | str | None = None,
     ) -> None:
         if config.method != self.name:
-            config = replace(config, method=self.name)
+            raise ValueError(f"config is for method {config.method!r}, not {self.name!r}")
         self.device = torch.device(device) if device is not None else classifier.device
         classifier.eval()
         classifier.requires_grad_(False)
         self.classifier = classifier.to(self.device)
         self.config = config
+        self.weights = config.loss_weights
         self.num_classes = classifier.num_classes
         self.input_shape = classifier.input_shape
         self.controller: ClassController | None = None
         if config.adaptive and self.supports_adaptive:
             self.controller = ClassController(self.num_classes, ControlSettings.from_config(config))
-        self.weights = config.weights if config.weights is not None else self.preset_weights()
         self.step_count = 0
+        self.trained_seconds = 0.0  # wall time spent in `step`, over every resumed run
         self.last_confident_share = float("nan")
         self.last_min_confidence = float("nan")
         self.trained_classes = torch.arange(self.num_classes)  # the pool of the last batch
         self.label_rng = torch.Generator().manual_seed(config.seed)
         self.train_rng = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.sample_rng = torch.Generator(device=self.device).manual_seed(config.seed + 2)
-
-    def preset_weights(self) -> LossWeights:
-        """The method's weights for its recipe (c3: adaptive adds mode seeking)."""
-        if self.controller is None and type(self).default_weights == LossWeights.c3:
-            return LossWeights.paper()
-        return type(self).default_weights()
 
     # -- the closed loop (recipe "adaptive") -------------------------------------------------
     @property
@@ -224,8 +219,9 @@ class InversionMethod(abc.ABC):
         return {
             "version": STATE_VERSION,
             "method": self.name,
-            "config": self.config.to_dict(),
+            "config": self.config.model_dump(mode="json"),
             "step": self.step_count,
+            "trained_seconds": self.trained_seconds,
             "rng": {
                 "label": self.label_rng.get_state(),
                 "train": self.train_rng.get_state(),
@@ -240,9 +236,10 @@ class InversionMethod(abc.ABC):
             raise ValueError(f"unsupported state version {state.get('version')!r}")
         if state.get("method") != self.name:
             raise ValueError(f"state is for method {state.get('method')!r}, not {self.name!r}")
-        if InversionConfig.from_dict(state["config"]) != self.config:
+        if InversionConfig.model_validate(state["config"]) != self.config:
             raise ValueError("state was saved with another config: rebuild the method from it")
         self.step_count = int(state["step"])
+        self.trained_seconds = float(state["trained_seconds"])
         self.label_rng.set_state(state["rng"]["label"])
         self.train_rng.set_state(state["rng"]["train"])
         self.sample_rng.set_state(state["rng"]["sample"])
@@ -271,9 +268,9 @@ class InversionMethod(abc.ABC):
         if self.config.recipe == "paper" or self.controller is not None:
             return 1.0
         start, end = self.config.diversity_fade
-        if start >= 1.0 or self.config.step_budget == 0:
+        if start >= 1.0 or self.config.steps == 0:
             return 1.0
-        progress = self.step_count / self.config.step_budget
+        progress = self.step_count / self.config.steps
         if progress <= start:
             return 1.0
         if progress >= end:
@@ -458,7 +455,7 @@ class GeneratorMethod(InversionMethod):
             ).to(self.device)
             to_channels_last(self.generator)
         self.optimizer = torch.optim.Adam(
-            self.generator.parameters(), lr=config.learning_rate, betas=config.betas
+            self.generator.parameters(), lr=config.lr, betas=config.betas
         )
 
     @abc.abstractmethod
@@ -534,7 +531,6 @@ class C3Method(GeneratorMethod):
 
     name = "c3"
     supports_adaptive = True
-    default_weights = LossWeights.c3
 
     def condition(self, labels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         return F.one_hot(labels, self.num_classes).float()  # (n, K)
@@ -545,7 +541,6 @@ class SoftMethod(GeneratorMethod):
     """Soft-vector conditioning: c = softmax(s · ε), ε ~ N(0, I), largest entry moved to y."""
 
     name = "soft"
-    default_weights = LossWeights.soft
 
     def condition(self, labels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         n = len(labels)
@@ -565,13 +560,13 @@ class PixelMethod(InversionMethod):
 
     `step(labels)` advances one working batch (restarted from noise when the labels change),
     which shows the loss curve; `sample(labels)` optimises fresh noise for every sample,
-    `pixel_batch_size` at a time. Each sample's optimisation is independent of the others
-    in its batch (Adam normalises per pixel), so batching only amortises Python overhead.
+    `batch_size` at a time, `steps` Adam steps each. Each sample's optimisation is independent
+    of the others in its batch (Adam normalises per pixel), so batching only amortises Python
+    overhead.
     """
 
     name = "pixel"
     needs_training = False
-    default_weights = LossWeights.pixel
 
     def __init__(
         self,
@@ -603,13 +598,13 @@ class PixelMethod(InversionMethod):
         labels = self._check_labels(labels)
         rng = self._sampling_rng(seed)
         chunks = []
-        for chunk in labels.split(self.config.pixel_batch_size):
+        for chunk in labels.split(self.config.batch_size):
             theta = torch.randn(len(chunk), *self.input_shape, generator=rng, device=self.device)
             theta.requires_grad_(True)
             optimizer = torch.optim.Adam([theta], lr=self.config.pixel_lr)
             stop_at = self.config.pixel_stop_confidence
             with torch.enable_grad():
-                for _ in range(self.config.pixel_steps):
+                for _ in range(self.config.steps):
                     self._pixel_step(theta, optimizer, chunk)
                     if stop_at > 0 and self.last_min_confidence >= stop_at:
                         break  # p_y of the images before this step; one more step is harmless

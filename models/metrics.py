@@ -19,20 +19,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from models.classifier import LoadedClassifier
+from models.contracts.artifacts import CONFIDENT, ClassMetrics, Cost, InversionMetrics
 from models.scoring import ClassifierOutputs, classifier_outputs
 
 __all__ = [
-    "ClassMetrics",
-    "Cost",
-    "InversionMetrics",
+    "MetricsResult",
     "auroc",
     "compute_metrics",
     "knn_distances",
@@ -40,7 +38,6 @@ __all__ = [
     "mean_pairwise_distance",
 ]
 
-CONFIDENT = 0.99
 COLLAPSE_RATIO = 0.5  # pixel diversity below this share of the real class's: collapsed
 COLLAPSE_RMS = 0.02  # without a reference: mean pairwise RMS pixel difference below this
 
@@ -113,81 +110,13 @@ def mean_pairwise_cosine(features: torch.Tensor) -> float | None:
 
 
 @dataclass(frozen=True)
-class Cost:
-    """What a result cost to make."""
+class MetricsResult:
+    """The figures (the contract written to metrics.json) and the classifier outputs they came
+    from, which detectors built on top (the OOD evasion table) reuse."""
 
-    train_seconds: float | None = None  # generator training wall time
-    steps: int | None = None  # training steps
-    sample_seconds: float | None = None  # wall time to produce the scored samples
-    samples_per_second: float | None = None
-    device: str | None = None
-
-
-@dataclass(frozen=True)
-class ClassMetrics:
-    """The figures for one class (or overall). None: not computable (e.g. no reference)."""
-
-    count: int
-    mean_confidence: float | None  # mean p_y
-    confident_share: float | None  # share with p_y ≥ 0.99
-    argmax_accuracy: float | None  # share with argmax = y
-    nn_distance: float | None = None  # mean pixel L2 to the nearest reference image
-    reference_nn_distance: float | None = None  # same for real reference images (leave-one-out)
-    train_nn_distance: float | None = None  # mean pixel L2 to the nearest training image
-    reference_train_nn_distance: float | None = None  # same for the real reference images
-    msp_auroc: float | None = None  # counterfeits vs real by −max softmax probability
-    knn_feature_auroc: float | None = None  # ... by k-NN distance in feature space
-    knn_pixel_auroc: float | None = None  # ... by k-NN distance in pixel space
-    pixel_diversity: float | None = None  # mean pairwise L2 within the class
-    reference_pixel_diversity: float | None = None
-    feature_cosine: float | None = None  # mean pairwise feature cosine within the class
-    reference_feature_cosine: float | None = None
-    mean_reference_confidence: float | None = None  # mean max softmax of real images
-    collapsed: bool | None = None  # the class's samples are nearly one pattern
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: _json_safe(getattr(self, f.name)) for f in fields(self)}
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    return value
-
-
-@dataclass(frozen=True)
-class InversionMetrics:
-    overall: ClassMetrics
-    per_class: dict[str, ClassMetrics]  # by class name, in class order (targets present)
-    class_names: tuple[str, ...]
-    cost: Cost | None = None
-    collapsed_classes: list[str] = field(default_factory=list)
-    reference_size: int = 0
-    knn_k: int = 5
-    confident_threshold: float = CONFIDENT
-    # Not serialised: for detectors built on top (e.g. OOD-detector evasion tables).
-    counterfeit_outputs: ClassifierOutputs | None = field(default=None, repr=False, compare=False)
-    reference_outputs: ClassifierOutputs | None = field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        cost = None
-        if self.cost is not None:
-            cost = {f.name: _json_safe(getattr(self.cost, f.name)) for f in fields(self.cost)}
-        return {
-            "overall": self.overall.to_dict(),
-            "per_class": {name: m.to_dict() for name, m in self.per_class.items()},
-            "cost": cost,
-            "collapsed_classes": list(self.collapsed_classes),
-            "reference_size": self.reference_size,
-            "knn_k": self.knn_k,
-            "confident_threshold": self.confident_threshold,
-        }
+    metrics: InversionMetrics
+    counterfeit_outputs: ClassifierOutputs
+    reference_outputs: ClassifierOutputs | None = None
 
 
 def _mean(values: torch.Tensor) -> float | None:
@@ -210,7 +139,7 @@ def compute_metrics(
     train_x: torch.Tensor | None = None,
     knn_k: int = 5,
     confident_threshold: float = CONFIDENT,
-) -> InversionMetrics:
+) -> MetricsResult:
     """All audit figures for counterfeits `images` (n, C, H, W) aimed at `targets` (n,).
 
     `reference_x` (m, C, H, W) [0, 1] real images (with labels `reference_y` for per-class
@@ -312,33 +241,26 @@ def compute_metrics(
     classes = list(per_class.values())
     # Diversity is a within-class figure: overall = mean over classes (pairs across classes
     # would count class differences as variety).
-    overall = _replace(
-        overall,
-        pixel_diversity=_mean_of([m.pixel_diversity for m in classes]),
-        reference_pixel_diversity=_mean_of([m.reference_pixel_diversity for m in classes]),
-        feature_cosine=_mean_of([m.feature_cosine for m in classes]),
-        reference_feature_cosine=_mean_of([m.reference_feature_cosine for m in classes]),
-        collapsed=any(bool(m.collapsed) for m in classes) if classes else None,
+    overall = overall.model_copy(
+        update={
+            "pixel_diversity": _mean_of([m.pixel_diversity for m in classes]),
+            "reference_pixel_diversity": _mean_of([m.reference_pixel_diversity for m in classes]),
+            "feature_cosine": _mean_of([m.feature_cosine for m in classes]),
+            "reference_feature_cosine": _mean_of([m.reference_feature_cosine for m in classes]),
+            "collapsed": any(bool(m.collapsed) for m in classes) if classes else None,
+        }
     )
     collapsed = [name for name, m in per_class.items() if m.collapsed]
-    return InversionMetrics(
+    metrics = InversionMetrics(
         overall=overall,
         per_class=per_class,
-        class_names=names,
         cost=cost,
         collapsed_classes=collapsed,
         reference_size=0 if reference_x is None else int(reference_x.shape[0]),
         knn_k=knn_k,
         confident_threshold=confident_threshold,
-        counterfeit_outputs=out,
-        reference_outputs=ref_out,
     )
-
-
-def _replace(metrics: ClassMetrics, **changes: Any) -> ClassMetrics:
-    values = {f.name: getattr(metrics, f.name) for f in fields(metrics)}
-    values.update(changes)
-    return ClassMetrics(**values)
+    return MetricsResult(metrics, out, ref_out)
 
 
 def _collapsed(diversity: float | None, real_diversity: float | None, pixels: int) -> bool | None:

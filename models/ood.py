@@ -17,31 +17,19 @@ telling held-out real inputs (positive) from counterfeits by the score.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 
+from models.contracts.artifacts import AuditFigures, DetectorResult, EvasionTable, MspScores
 from models.metrics import auroc
 from models.scoring import ClassifierOutputs
 
 __all__ = [
-    "DetectorResult",
-    "audit_report",
+    "audit_figures",
     "detector_scores",
     "evasion_table",
     "keep_threshold",
 ]
-
-
-@dataclass(frozen=True)
-class DetectorResult:
-    name: str
-    auroc: float  # held-out real (positive) vs counterfeits; 0.5 = cannot tell them apart
-    accepted_share: float  # counterfeits scored at or above the threshold
-    threshold: float  # keeps `tpr` of held-out real inputs
-
-    def to_dict(self) -> dict[str, float | str]:
-        return asdict(self)
 
 
 def keep_threshold(real_scores: torch.Tensor, tpr: float = 0.95) -> float:
@@ -130,7 +118,7 @@ def evasion_table(
         results.append(
             DetectorResult(
                 name=name,
-                auroc=auroc(real_scores.numpy(), fake[name].numpy()) or math.nan,
+                auroc=auroc(real_scores.numpy(), fake[name].numpy()),
                 accepted_share=float((fake[name] >= threshold).double().mean()),
                 threshold=threshold,
             )
@@ -138,34 +126,31 @@ def evasion_table(
     return results, len(fit), len(held_out)
 
 
-def audit_report(
+def audit_figures(
     counterfeits: ClassifierOutputs,
     reference: ClassifierOutputs | None = None,
     reference_y: torch.Tensor | None = None,
     *,
     tpr: float = 0.95,
-) -> dict[str, object]:
-    """What the audit report shows beyond the metrics: the max-softmax of every counterfeit (and
-    real reference input, for the histogram) and, given a reference set, the evasion table.
-    Takes the classifier outputs that `compute_metrics` already computed."""
-    msp: dict[str, list[float] | None] = {
-        "counterfeits": [round(float(p), 5) for p in counterfeits.probabilities.max(1).values],
-        "reference": None,
-    }
+) -> AuditFigures:
+    """What the audit report shows beyond the metrics (report.json): the max-softmax of every
+    counterfeit (and real reference input, for the histogram) and, given a reference set, the
+    evasion table. Takes the classifier outputs that `compute_metrics` already computed."""
+    fake_msp = [round(float(p), 5) for p in counterfeits.probabilities.max(1).values]
     if reference is None or len(reference.logits) < 4:
-        return {"msp": msp, "ood": None}
-    msp["reference"] = [round(float(p), 5) for p in reference.probabilities.max(1).values]
+        return AuditFigures(msp=MspScores(counterfeits=fake_msp))
+    real_msp = [round(float(p), 5) for p in reference.probabilities.max(1).values]
     results, n_fit, n_eval = evasion_table(
         reference.logits, reference.features, counterfeits.logits, counterfeits.features,
         reference_y, tpr=tpr,
     )  # fmt: skip
-    return {
-        "msp": msp,
-        "ood": {
-            "tpr": tpr,
-            "reference_fit": n_fit,
-            "reference_eval": n_eval,
-            "counterfeits": len(counterfeits.logits),
-            "detectors": [r.to_dict() for r in results],
-        },
-    }
+    return AuditFigures(
+        msp=MspScores(counterfeits=fake_msp, reference=real_msp),
+        ood=EvasionTable(
+            tpr=tpr,
+            reference_fit=n_fit,
+            reference_eval=n_eval,
+            counterfeits=len(counterfeits.logits),
+            detectors=results,
+        ),
+    )

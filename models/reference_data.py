@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -68,10 +69,10 @@ def read_reference(path: Path, fmt: str, limits: ReferenceLimits | None = None) 
 
 
 def save_reference(ref: ReferenceSet, path: Path) -> None:
-    """Write the canonical `.npz` (uncompressed, no pickles)."""
+    """Write the canonical `.npz` (compressed, no pickles)."""
     arrays = {"x": ref.x} if ref.y is None else {"x": ref.x, "y": ref.y}
     with path.open("wb") as f:
-        np.savez(f, **arrays)  # type: ignore[arg-type]
+        np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
 
 
 def load_canonical(data: bytes) -> ReferenceSet:
@@ -213,8 +214,11 @@ def _decode_png(name: str, data: bytes, limits: ReferenceLimits) -> np.ndarray:
             arr = np.asarray(img.convert(mode), dtype=np.uint8)
     except DatasetRejected:
         raise
-    except Exception as exc:
-        raise DatasetRejected(f"{name} cannot be decoded as PNG: {exc}") from exc
+    except MemoryError:
+        raise DatasetRejected(f"decoding {name} needs more memory than a check may use") from None
+    except Exception as exc:  # PIL names its input by repr (<_io.BytesIO object at 0x…>)
+        why = re.sub(r"<[^<>]* object at 0x[0-9a-f]+>", "the file", str(exc)) or type(exc).__name__
+        raise DatasetRejected(f"{name} cannot be decoded as PNG: {why}") from exc
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 

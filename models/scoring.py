@@ -1,17 +1,17 @@
-"""Per-sample verdicts of the classifier on generated images (the rows of samples.json)."""
+"""The classifier's outputs on generated images, and per-sample verdicts (samples.json's rows)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch.nn import functional as F
 
 from models.classifier import LoadedClassifier
+from models.contracts.artifacts import SampleRecord
 
-__all__ = ["ClassifierOutputs", "SampleScore", "classifier_outputs", "score_samples"]
+__all__ = ["ClassifierOutputs", "classifier_outputs", "score_samples"]
 
 
 @dataclass(frozen=True)
@@ -38,51 +38,29 @@ def classifier_outputs(
     return ClassifierOutputs(all_logits, F.softmax(all_logits, dim=1), torch.cat(features))
 
 
-@dataclass(frozen=True)
-class SampleScore:
-    index: int
-    target: int
-    predicted: int
-    confidence: float  # p_target
-    top_k: list[tuple[int, float]]  # (class, probability), most probable first
-
-    def to_dict(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
-        def name(k: int) -> str:
-            return class_names[k] if class_names is not None else str(k)
-
-        return {
-            "index": self.index,
-            "target": self.target,
-            "target_name": name(self.target),
-            "predicted": self.predicted,
-            "predicted_name": name(self.predicted),
-            "confidence": self.confidence,
-            "top_k": [{"class": k, "name": name(k), "probability": p} for k, p in self.top_k],
-        }
-
-
 def score_samples(
     classifier: LoadedClassifier,
     images: torch.Tensor,
     targets: torch.Tensor | Sequence[int],
     top_k: int = 5,
     outputs: ClassifierOutputs | None = None,
-) -> list[SampleScore]:
+) -> list[SampleRecord]:
     """One record per image: target, argmax, p_target and the top-k (class, probability)."""
     target_t = torch.as_tensor(targets).long().flatten().cpu()
     outputs = outputs if outputs is not None else classifier_outputs(classifier, images)
     probs = outputs.probabilities
     k = min(top_k, probs.shape[1])
     top_p, top_i = probs.topk(k, dim=1)
-    confidence = probs.gather(1, target_t[:, None]).squeeze(1)
-    predicted = probs.argmax(dim=1)
+    confidence = probs.gather(1, target_t[:, None]).squeeze(1).tolist()
+    predicted = probs.argmax(dim=1).tolist()
+    classes, probabilities = top_i.tolist(), top_p.tolist()
     return [
-        SampleScore(
+        SampleRecord(
             index=i,
-            target=int(target_t[i]),
-            predicted=int(predicted[i]),
-            confidence=float(confidence[i]),
-            top_k=[(int(c), float(p)) for c, p in zip(top_i[i], top_p[i], strict=True)],
+            target=target,
+            predicted=predicted[i],
+            confidence=confidence[i],
+            top_k=list(zip(classes[i], probabilities[i], strict=True)),
         )
-        for i in range(len(target_t))
+        for i, target in enumerate(target_t.tolist())
     ]

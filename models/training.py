@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -23,15 +24,35 @@ from models.control import ProbeReport
 from models.methods import InversionMethod
 from models.verdict import TrainingOutcome
 
-__all__ = ["Progress", "TrainResult", "load_state", "save_state", "train", "training_outcome"]
+__all__ = [
+    "InversionFailed",
+    "StepReport",
+    "TrainResult",
+    "TrainingDiverged",
+    "load_state",
+    "save_state",
+    "train",
+    "training_outcome",
+]
 
 logger = logging.getLogger(__name__)
 
 CONFIDENT_WINDOW = 20  # steps averaged into the running confident share
 
 
+class InversionFailed(ValueError):
+    """A run cannot produce what was asked of it; the message tells the user why and what to
+    try (raised by the engine, shown verbatim by the service and the CLI)."""
+
+
+class TrainingDiverged(InversionFailed):
+    """The losses stopped being finite."""
+
+
 @dataclass(frozen=True)
-class Progress:
+class StepReport:
+    """How training goes, reported to `train`'s caller (the audit turns it into `Progress`)."""
+
     step: int  # steps made so far (after this report's step)
     total_steps: int
     losses: dict[str, float]  # the last step's named losses and "total"
@@ -58,7 +79,7 @@ def train(
     *,
     steps: int,
     classes: Sequence[int] | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
+    on_progress: Callable[[StepReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_every: int | None = None,
     on_checkpoint: Callable[[bytes, int], None] | None = None,
@@ -95,14 +116,23 @@ def train(
         if should_stop is not None and should_stop():
             stopped = True
             break
-        losses = method.step(method.draw_labels(classes))
+        began = time.perf_counter()
+        labels = method.draw_labels(classes)
+        losses = method.step(labels)
+        method.trained_seconds += time.perf_counter() - began
+        if not math.isfinite(losses.get("total", 0.0)):
+            raise TrainingDiverged(
+                f"training stopped at step {method.step_count}: the loss is not finite. The "
+                f"classifier returns NaN or infinite logits for a batch of {len(labels)} "
+                "images: check it with larger batches, or lower the batch_size"
+            )
         shares.append(method.last_confident_share)
         now = time.perf_counter()
         done = method.step_count >= steps or method.finished
         if on_progress is not None and (done or now - last_report >= progress_every_s):
             last_report = now
             on_progress(
-                Progress(
+                StepReport(
                     method.step_count,
                     steps,
                     losses,

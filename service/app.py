@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service import dashboard
 from service.auth import refuse_unsafe_bind
 from service.errors import install_error_handlers
+from service.gate import RequestGate
 from service.queue import make_celery
-from service.routers import classifiers, dashboard, datasets, health, inversions, metrics, report
+from service.routers import classifiers, datasets, health, inversions, metrics, report
 from service.settings import ServiceSettings, get_settings
 from service.storage import open_stores
 
@@ -48,11 +50,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestGate)
     app.include_router(health.router)
     app.include_router(classifiers.router)
     app.include_router(datasets.router)
     app.include_router(inversions.router)
     app.include_router(metrics.router)
     app.include_router(report.router)
-    app.include_router(dashboard.router)
+    dashboard.mount(app)
     return app

@@ -11,11 +11,16 @@ import json
 import secrets
 import time
 
+from starlette.requests import HTTPConnection
+
+from service.errors import Unauthorized
 from service.settings import ServiceSettings, is_loopback
 from service.storage import JobStore
 
 KEYS = "apikeys"
 LOCAL_TENANT = "local"
+SESSION_COOKIE = "c3_key"
+"""The dashboard's login stores the key in this (HttpOnly) cookie; the API accepts it too."""
 _PREFIX = "c3k_"
 
 
@@ -54,3 +59,34 @@ def refuse_unsafe_bind(settings: ServiceSettings, store: JobStore) -> str | None
 
 def client_is_local(host: str | None) -> bool:
     return host is not None and is_loopback(host)
+
+
+def presented_key(connection: HTTPConnection) -> str | None:
+    """The API key from `Authorization: Bearer …`, or from the dashboard's session cookie."""
+    header = connection.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() == "bearer" and key.strip():
+        return key.strip()
+    return connection.cookies.get(SESSION_COOKIE) or None
+
+
+def authenticate(connection: HTTPConnection, settings: ServiceSettings, store: JobStore) -> str:
+    """The tenant a request acts for; `Unauthorized` without a valid key (unless keyless
+    loopback access is open). Needs only the headers: the request gate calls it before the
+    body is read."""
+    key = presented_key(connection)
+    if key is not None:
+        tenant = tenant_for_key(store, key)
+        if tenant is None:
+            raise Unauthorized(
+                "unknown API key", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            )
+        return tenant
+    client = connection.client.host if connection.client else None
+    if open_access(settings, store) and client_is_local(client):
+        return LOCAL_TENANT
+    raise Unauthorized(
+        "an API key is required: send 'Authorization: Bearer <key>' "
+        "(make one with: c3 keys create --tenant NAME)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )

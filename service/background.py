@@ -1,12 +1,13 @@
 """Background work attached to a record, made safe against dying workers.
 
-Every record that needs a worker (a job, an upload being validated) carries a `task` section:
-`state` (queued | running | done), `attempts`, `lease` and `heartbeat_at`. A worker may only
-work on a record after *claiming* it (queued -> running, under the store's transaction), and
-renews its lease while it works. A lease not renewed for `stale_after` seconds is stale: the
-reaper puts the record back to queued and publishes it again, and the next claim resumes it.
-So a job is never lost (a dead worker's lease goes stale), never run twice at once (only one
-claim can win, and a worker that lost its lease stops), and a duplicate message is harmless.
+A worker may only work on a record after *claiming* it (task queued → running, under the
+store's transaction), and renews its lease while it works. A lease not renewed for
+`stale_after` seconds is stale: the reaper puts the record back to queued and publishes it
+again, and the next claim resumes it. So a job is never lost (a dead worker's lease goes
+stale), never run twice at once (only one claim can win, and a worker that lost its lease
+stops), and a duplicate message is harmless.
+
+Time comes from a `Clock` (default `time.time`), so tests move it instead of sleeping.
 """
 
 from __future__ import annotations
@@ -18,123 +19,114 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic
 
 from celery import Celery
 
-from service.queue import (
-    RUN_INVERSION,
-    VALIDATE_CLASSIFIER,
-    VALIDATE_DATASET,
-    publish,
-    purge,
+from service.queue import publish, purge
+from service.records import (
+    ClassifierRecord,
+    DatasetRecord,
+    ErrorInfo,
+    JobRecord,
+    Lease,
+    Record,
+    TaskState,
 )
-from service.storage import JobStore, StoreUnavailable
-from service.storage.base import Doc
+from service.storage import JobStore, Mutator, StoreUnavailable
+from service.storage.base import R
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Work:
-    """How one kind of record maps onto the task lifecycle."""
-
-    kind: str
-    task_name: str
-    waiting_state: str  # the record's state while queued
-    running_state: str  # while a worker holds the lease
-    failed_state: str  # when it cannot be done (e.g. the worker died on it too often)
-
-
-WORK = {
-    w.kind: w
-    for w in (
-        Work("job", RUN_INVERSION, "queued", "running", "failed"),
-        Work("classifier", VALIDATE_CLASSIFIER, "validating", "validating", "rejected"),
-        Work("dataset", VALIDATE_DATASET, "validating", "validating", "rejected"),
-    )
-}
-
-
-def new_task() -> dict[str, Any]:
-    return {"state": "queued", "attempts": 0, "lease": None, "heartbeat_at": None}
+Clock = Callable[[], float]
+WORK: tuple[type[Record], ...] = (JobRecord, ClassifierRecord, DatasetRecord)
+"""Every kind of record a worker works on."""
 
 
 @dataclass(frozen=True)
-class Lease:
+class Claim(Generic[R]):
     """Proof that this worker holds a record; every write it makes is conditional on it."""
 
-    kind: str
+    model: type[R]
     id: str
     token: str
+    clock: Clock = time.time
 
-    def holds(self, doc: Doc) -> bool:
-        task = doc.get("task") or {}
-        return task.get("state") == "running" and task.get("lease") == self.token
+    def holds(self, record: Record) -> bool:
+        lease = record.task.lease
+        return (
+            record.task.state == TaskState.RUNNING
+            and lease is not None
+            and (lease.token == self.token)
+        )
 
-    def update(self, store: JobStore, mutate: Callable[[Doc], Doc | None]) -> Doc | None:
+    def update(self, store: JobStore, mutate: Mutator[R]) -> R | None:
         """Apply `mutate` and renew the heartbeat, only while the lease is held."""
 
-        def guarded(doc: Doc) -> Doc | None:
-            if not self.holds(doc):
+        def guarded(record: R) -> R | None:
+            if not self.holds(record):
                 return None
-            doc["task"]["heartbeat_at"] = time.time()
-            return mutate(doc)
+            record.task.lease = Lease(token=self.token, heartbeat_at=self.clock())
+            return mutate(record)
 
-        return store.update(self.kind, self.id, guarded)
+        return store.update(self.model, self.id, guarded)
 
-    def renew(self, store: JobStore) -> Doc | None:
+    def renew(self, store: JobStore) -> R | None:
         """Heartbeat; None when the lease was lost (reaped) or the record is gone."""
-        return self.update(store, lambda doc: doc)
+        return self.update(store, lambda record: record)
 
-    def finish(self, store: JobStore, mutate: Callable[[Doc], Doc | None]) -> Doc | None:
+    def finish(self, store: JobStore, mutate: Mutator[R]) -> R | None:
         """Final write: apply `mutate`, mark the task done, release the lease."""
 
-        def done(doc: Doc) -> Doc | None:
-            new = mutate(doc)
+        def done(record: R) -> R | None:
+            new = mutate(record)
             if new is not None:
-                new["task"].update(state="done", lease=None)
+                new.task = new.task.model_copy(update={"state": TaskState.DONE, "lease": None})
             return new
 
         return self.update(store, done)
 
 
-def claim(store: JobStore, kind: str, id: str, *, max_attempts: int) -> tuple[Lease, Doc] | None:
+def claim(
+    store: JobStore, model: type[R], id: str, *, max_attempts: int, clock: Clock = time.time
+) -> tuple[Claim[R], R] | None:
     """Take a queued record for this worker; None if it is not queued (a duplicate message, a
     cancelled job, one already done or held by a live worker). A record whose workers died
     `max_attempts` times is failed instead of being tried again."""
-    work = WORK[kind]
     token = secrets.token_hex(8)
 
-    def take(doc: Doc) -> Doc | None:
-        task = doc.get("task") or {}
-        if task.get("state") != "queued":
+    def take(record: R) -> R | None:
+        task = record.task
+        if task.state != TaskState.QUEUED:
             return None
-        if task["attempts"] >= max_attempts:
-            task.update(state="done", lease=None)
-            doc.update(
-                state=work.failed_state,
-                finished_at=time.time(),
-                error={
-                    "title": "Worker lost",
-                    "detail": f"the worker died {task['attempts']} times while working on it "
-                    "(out of memory or killed); giving up",
-                },
+        if task.attempts >= max_attempts:
+            record.task = task.model_copy(update={"state": TaskState.DONE, "lease": None})
+            record.state = model.FAILED
+            if isinstance(record, JobRecord):
+                record.finished_at = clock()
+            record.error = ErrorInfo(
+                title="Worker lost",
+                detail=f"the worker died {task.attempts} times while working on it "
+                "(out of memory or killed); giving up",
             )
-            return doc
-        task.update(
-            state="running", attempts=task["attempts"] + 1, lease=token, heartbeat_at=time.time()
+            return record
+        record.task = task.model_copy(
+            update={
+                "state": TaskState.RUNNING,
+                "attempts": task.attempts + 1,
+                "lease": Lease(token=token, heartbeat_at=clock()),
+            }
         )
-        doc["state"] = work.running_state
-        return doc
+        record.state = model.RUNNING
+        return record
 
-    doc = store.update(kind, id, take)
-    if doc is None or doc["task"].get("lease") != token:
+    record = store.update(model, id, take)
+    if record is None or record.task.lease is None or record.task.lease.token != token:
         return None
-    return Lease(kind, id, token), doc
+    return Claim(model, id, token, clock), record
 
 
-class Heartbeat:
+class Heartbeat(Generic[R]):
     """Renews a lease from a background thread while a task works, so that slow steps (model
     loading, metrics) never look like a dead worker. `lost` is set when the lease is gone;
     `on_renew` sees the fresh record (e.g. to notice a cancel request)."""
@@ -142,9 +134,9 @@ class Heartbeat:
     def __init__(
         self,
         store: JobStore,
-        lease: Lease,
+        lease: Claim[R],
         interval: float,
-        on_renew: Callable[[Doc], None] | None = None,
+        on_renew: Callable[[R], None] | None = None,
     ) -> None:
         self._store, self._lease, self._interval = store, lease, interval
         self._on_renew = on_renew
@@ -152,7 +144,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{lease.id}", daemon=True)
 
-    def __enter__(self) -> Heartbeat:
+    def __enter__(self) -> Heartbeat[R]:
         self._thread.start()
         return self
 
@@ -163,44 +155,95 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                doc = self._lease.renew(self._store)
+                record = self._lease.renew(self._store)
             except StoreUnavailable as exc:  # transient: keep working, retry next beat
-                log.warning("heartbeat of %s %s failed: %s", self._lease.kind, self._lease.id, exc)
+                log.warning(
+                    "heartbeat of %s %s failed: %s", self._lease.model.KIND, self._lease.id, exc
+                )
                 continue
-            if doc is None:
-                log.warning("lease on %s %s lost; stopping", self._lease.kind, self._lease.id)
+            if record is None:
+                log.warning("lease on %s %s lost; stopping", self._lease.model.KIND, self._lease.id)
                 self.lost.set()
                 return
             if self._on_renew is not None:
-                self._on_renew(doc)
+                self._on_renew(record)
 
 
-def _requeue(work: Work, doc: Doc) -> Doc:
-    doc["task"].update(state="queued", lease=None)
-    doc["state"] = work.waiting_state
-    return doc
+def _requeue(record: R, now: float) -> R:
+    record.task = record.task.requeued(now)
+    record.state = type(record).WAITING
+    return record
 
 
-def reap(store: JobStore, app: Celery, *, stale_after: float) -> list[str]:
+def publish_task(
+    store: JobStore, app: Celery, model: type[Record], id: str, clock: Clock = time.time
+) -> None:
+    """Send the "work on record `id`" message and note it in the record. A crash between
+    writing a record and sending its message leaves the record unpublished, which
+    `republish` finds; a message sent twice is harmless (only one claim can win)."""
+    publish(app, model.TASK_NAME, id)
+
+    def published(record: Record) -> Record | None:
+        if record.task.state != TaskState.QUEUED:
+            return None
+        record.task = record.task.model_copy(update={"published_at": clock()})
+        return record
+
+    try:
+        store.update(model, id, published)
+    except StoreUnavailable as exc:  # the message is out: the worst case is a duplicate
+        log.warning("%s %s published, but not marked: %s", model.KIND, id, exc)
+
+
+def _unpublished(record: Record, now: float, grace: float) -> bool:
+    task = record.task
+    return (
+        task.state == TaskState.QUEUED
+        and task.published_at is None
+        and (now - task.queued_at > grace)
+    )
+
+
+def republish(store: JobStore, app: Celery, *, grace: float, clock: Clock = time.time) -> list[str]:
+    """Send the messages of queued records that never got theirs (their writer died between
+    the record and the message, e.g. an API killed mid-request)."""
+    sent = []
+    for model in WORK:
+        orphaned = functools.partial(_unpublished, now=clock(), grace=grace)
+        for record in store.list(model, state=model.WAITING, match=orphaned).items:
+            log.warning("%s %s: queued without a message, publishing it", model.KIND, record.id)
+            publish_task(store, app, model, record.id, clock)
+            sent.append(record.id)
+    return sent
+
+
+def _stale(record: Record, now: float, stale_after: float) -> bool:
+    lease = record.task.lease
+    beat = lease.heartbeat_at if lease is not None else 0.0
+    return record.task.state == TaskState.RUNNING and now - beat > stale_after
+
+
+def reap(
+    store: JobStore, app: Celery, *, stale_after: float, clock: Clock = time.time
+) -> list[str]:
     """Put records whose worker stopped renewing its lease back in the queue."""
     requeued = []
-    for work in WORK.values():
+    for model in WORK:
+        stale = functools.partial(_stale, now=clock(), stale_after=stale_after)
+        running = store.list(model, state=model.RUNNING, match=stale).items
+        for record in running:
+            token = record.task.lease.token if record.task.lease else None
 
-        def stale(doc: Doc) -> bool:
-            task = doc.get("task") or {}
-            beat = task.get("heartbeat_at") or 0.0
-            return bool(task.get("state") == "running" and time.time() - beat > stale_after)
+            def back_to_queue(r: Record, token: str | None = token) -> Record | None:
+                lease = r.task.lease
+                if not _stale(r, clock(), stale_after) or lease is None or lease.token != token:
+                    return None
+                return _requeue(r, clock())
 
-        for doc in store.list(work.kind, state=work.running_state, match=stale).items:
-            lease = doc["task"]["lease"]
-
-            def back_to_queue(d: Doc, lease: str = lease, work: Work = work) -> Doc | None:
-                return _requeue(work, d) if stale(d) and d["task"]["lease"] == lease else None
-
-            if store.update(work.kind, doc["id"], back_to_queue) is not None:
-                log.warning("%s %s: worker lost, re-queued", work.kind, doc["id"])
-                publish(app, work.task_name, doc["id"])
-                requeued.append(doc["id"])
+            if store.update(model, record.id, back_to_queue) is not None:
+                log.warning("%s %s: worker lost, re-queued", model.KIND, record.id)
+                publish_task(store, app, model, record.id, clock)
+                requeued.append(record.id)
     return requeued
 
 
@@ -209,41 +252,16 @@ def recover(store: JobStore, app: Celery) -> list[str]:
     to the queue, which is rebuilt from the job store in creation order."""
     purge(app)
     requeued = []
-    for work in WORK.values():
-        pending: list[Doc] = []
-        for state in {work.waiting_state, work.running_state}:
+    for model in WORK:
+        pending: list[Record] = []
+        for state in {model.WAITING, model.RUNNING}:
             pending += store.list(
-                work.kind,
+                model,
                 state=state,
-                match=lambda d: (d.get("task") or {}).get("state") in ("queued", "running"),
+                match=lambda r: r.task.state in (TaskState.QUEUED, TaskState.RUNNING),
             ).items
-        for doc in sorted(pending, key=lambda d: d["created_at"]):
-            if store.update(work.kind, doc["id"], functools.partial(_requeue, work)) is not None:
-                publish(app, work.task_name, doc["id"])
-                requeued.append(doc["id"])
+        for record in sorted(pending, key=lambda r: r.created_at):
+            if store.update(model, record.id, lambda r: _requeue(r, time.time())) is not None:
+                publish_task(store, app, model, record.id)
+                requeued.append(record.id)
     return requeued
-
-
-class Reaper:
-    """Runs `reap` every `interval` seconds in a daemon thread (inside each worker)."""
-
-    def __init__(self, store: JobStore, app: Celery, *, interval: float, stale_after: float):
-        self._store, self._app = store, app
-        self._interval, self._stale_after = interval, stale_after
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reaper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                reap(self._store, self._app, stale_after=self._stale_after)
-            except Exception:
-                log.exception("reaper pass failed; retrying")
-            if self._stop.wait(self._interval):
-                return

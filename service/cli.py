@@ -5,6 +5,7 @@
   c3 worker  one Celery worker (production form: one per GPU)
   c3 keys    create or revoke API keys
   c3 invert, c3 demo   the inversion engine offline (models.cli)
+  c3 check   what an upload of an ONNX file would meet (models.cli)
 
 Options become `C3_*` environment variables, so that settings (and the worker processes that
 `serve` starts) all see one configuration.
@@ -19,7 +20,7 @@ import sys
 
 from service.settings import ServiceSettings, get_settings
 
-ENGINE_COMMANDS = ("invert", "demo")
+ENGINE_COMMANDS = ("invert", "demo", "check")
 
 
 def _apply(args: argparse.Namespace, **names: str) -> ServiceSettings:

@@ -7,8 +7,7 @@ from typing import Annotated
 from celery import Celery
 from fastapi import Depends, Request
 
-from service.auth import LOCAL_TENANT, client_is_local, open_access, tenant_for_key
-from service.errors import Unauthorized
+from service.auth import authenticate
 from service.settings import ServiceSettings
 from service.storage import Stores
 
@@ -33,32 +32,8 @@ StoresDep = Annotated[Stores, Depends(get_stores)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 
-def bearer_key(request: Request) -> str | None:
-    """The API key from `Authorization: Bearer …`, or from the dashboard's session cookie."""
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() == "bearer" and key.strip():
-        return key.strip()
-    return request.cookies.get("c3_key") or None
-
-
 def current_tenant(request: Request, settings: SettingsDep, stores: StoresDep) -> str:
-    key = bearer_key(request)
-    if key is not None:
-        tenant = tenant_for_key(stores.jobs, key)
-        if tenant is None:
-            raise Unauthorized(
-                "unknown API key", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
-            )
-        return tenant
-    client = request.client.host if request.client else None
-    if open_access(settings, stores.jobs) and client_is_local(client):
-        return LOCAL_TENANT
-    raise Unauthorized(
-        "an API key is required: send 'Authorization: Bearer <key>' "
-        "(make one with: c3 keys create --tenant NAME)",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+    return authenticate(request, settings, stores.jobs)
 
 
 TenantDep = Annotated[str, Depends(current_tenant)]

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.storage import StoreUnavailable
+from service.storage import ArtifactNotFound, StoreUnavailable, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,17 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or ".".join(str(p) for p in loc)
 
 
+def _field_error(error: Any) -> dict[str, Any]:
+    """A request validation error as {field, detail}; a body that is not JSON at all names the
+    body, not the character position pydantic reports."""
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "json_invalid":
+        where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+        reason = (error.get("ctx") or {}).get("error") or "malformed"
+        return {"field": "body", "detail": f"not valid JSON ({reason}{where}): send a JSON object"}
+    return {"field": _field_name(loc), "detail": error.get("msg", "invalid")}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def on_problem(request: Request, exc: Problem) -> JSONResponse:
@@ -110,10 +121,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": _field_name(tuple(e.get("loc", ()))), "detail": e.get("msg", "invalid")}
-            for e in exc.errors()
-        ]
+        errors = [_field_error(e) for e in exc.errors()]
         first = errors[0] if errors else {"field": None, "detail": "invalid request"}
         return problem_response(
             request,
@@ -140,8 +148,50 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    @app.exception_handler(ArtifactNotFound)
+    async def on_missing_file(request: Request, exc: ArtifactNotFound) -> JSONResponse:
+        log.warning("missing blob %s for %s", exc, request.url.path)
+        return problem_response(
+            request,
+            404,
+            "Not found",
+            "not-found",
+            "a file of this resource is gone (it was being deleted?): delete the resource "
+            "again, or start it anew",
+        )
+
+    def internal_error(request: Request) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            request,
+            500,
+            "Internal error",
+            "internal",
+            "an unexpected error occurred; it has been logged",
+        )
+
+    def disk_full(request: Request, exc: Exception) -> JSONResponse:
+        log.error("disk full on %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(
+            request,
+            507,
+            "Insufficient storage",
+            "disk-full",
+            "the service's disk is full: nothing was stored; retry later (deleting jobs you "
+            "no longer need frees space)",
+            headers={"Retry-After": "60"},
+        )
+
+    @app.exception_handler(OSError)
+    async def on_os_error(request: Request, exc: OSError) -> JSONResponse:
+        if is_disk_full(exc):
+            return disk_full(request, exc)
+        return internal_error(request)
+
     @app.exception_handler(StoreUnavailable)
     async def on_store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        if is_disk_full(exc):
+            return disk_full(request, exc)
         log.error("storage unavailable: %s", exc)
         return problem_response(
             request,
@@ -154,11 +204,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
-            request,
-            500,
-            "Internal error",
-            "internal",
-            "an unexpected error occurred; it has been logged",
-        )
+        return internal_error(request)

@@ -1,5 +1,5 @@
 """Inversion jobs on the API side: check a request against the classifier and the limits, build
-the job record, cancel, and render the public view. The worker (worker.jobs) runs them."""
+the job record, cancel, resume, and publish. The worker (worker.jobs) runs them."""
 
 from __future__ import annotations
 
@@ -7,38 +7,46 @@ import hashlib
 import json
 import secrets
 import time
-from typing import Any
 
 from celery import Celery
 
-from service.background import new_task
+from models.contracts.cost import estimate_job_memory
+from models.contracts.inversion import InversionConfig
+from service import quotas
+from service.background import publish_task
 from service.errors import Conflict, InvalidField, Unavailable
-from service.queue import RUN_INVERSION, publish
-from service.records import CLASSIFIER, DATASET, FINISHED_JOB_STATES, JOB, new_id, new_record
-from service.schemas import InversionCreate, InversionPublic, ProgressPublic, SamplingCreate
+from service.records import (
+    FINISHED_JOB_STATES,
+    ClassifierRecord,
+    DatasetRecord,
+    JobParams,
+    JobRecord,
+    JobState,
+    StateEvent,
+    TaskState,
+    UploadState,
+    events_stream,
+    new_id,
+)
+from service.schemas import InversionCreate, SamplingCreate
 from service.settings import ServiceSettings
 from service.storage import JobStore, Stores
+from service.storage.base import R
 
 IDEMPOTENCY = "idempotency"
-EVENTS = "job:{id}"
-"""Event stream of a job: progress and state changes, for SSE and the loss curves."""
 
 
-def events_stream(job_id: str) -> str:
-    return EVENTS.format(id=job_id)
-
-
-def _ready(store: JobStore, kind: str, id: str, tenant: str, field: str) -> dict[str, Any]:
-    doc = store.get(kind, id)
-    if doc is None or doc["tenant"] != tenant:
-        raise InvalidField(f"no {kind} with id {id!r}", field=field)
-    if doc["state"] != "ready":
-        why = (doc.get("error") or {}).get("detail")
+def _ready(store: JobStore, model: type[R], id: str, tenant: str, field: str) -> R:
+    record = store.get(model, id)
+    if record is None or record.tenant != tenant:
+        raise InvalidField(f"no {model.KIND} with id {id!r}", field=field)
+    if record.state != UploadState.READY:
+        why = record.error.detail if record.error else None
         raise InvalidField(
-            f"{kind} {id} is {doc['state']}, not ready" + (f": {why}" if why else ""),
+            f"{model.KIND} {id} is {record.state}, not ready" + (f": {why}" if why else ""),
             field=field,
         )
-    return doc
+    return record
 
 
 def _check_limits(settings: ServiceSettings, **values: int | None) -> None:
@@ -52,8 +60,8 @@ def _check_limits(settings: ServiceSettings, **values: int | None) -> None:
             raise InvalidField(f"at most {limits[field]} on this service", field=field)
 
 
-def _check_classes(classes: list[int] | None, classifier: dict[str, Any]) -> list[int]:
-    k = len(classifier["class_names"])
+def _check_classes(classes: list[int] | None, classifier: ClassifierRecord) -> list[int]:
+    k = classifier.num_classes
     if classes is None:
         return list(range(k))
     bad = [c for c in classes if c >= k]
@@ -65,11 +73,57 @@ def _check_classes(classes: list[int] | None, classifier: dict[str, Any]) -> lis
     return classes
 
 
+def _check_memory(
+    settings: ServiceSettings,
+    classifier: ClassifierRecord,
+    config: InversionConfig,
+    params: JobParams,
+    dataset: DatasetRecord | None,
+) -> None:
+    """Refuse (422, with the figures) a job whose estimated peak memory is over the budget of
+    one job, before it can take a worker down."""
+    estimate = estimate_job_memory(
+        classifier.input_shape,
+        classifier.num_classes,
+        batch_size=config.batch_size,
+        latent_dim=config.latent_dim,
+        width=config.width,
+        trains_generator=config.method != "pixel",
+        profile=classifier.cost,
+        classifier_parameters=classifier.param_count or 0,
+        samples=len(params.classes) * params.samples_per_class,
+        reference_images=(dataset.count or 0) if dataset is not None else 0,
+    )
+    budget = settings.job_memory_mb * 2**20
+    if estimate.total <= budget:
+        return
+    largest = max(("samples", "generator", "classifier", "reference"),
+                  key=lambda part: getattr(estimate, part))  # fmt: skip
+    advice = {
+        "samples": "ask for fewer samples per class or fewer classes",
+        "generator": "invert fewer classes at a time (the generator grows with the classes)",
+        "classifier": "use a smaller batch_size (the classifier's activations grow with it)",
+        "reference": "use a smaller reference set",
+    }[largest]
+    raise InvalidField(
+        f"this job would need about {estimate.describe()}, more than the "
+        f"{settings.job_memory_mb:,} MB one job may use on this service: {advice}",
+        field="samples_per_class" if largest == "samples" else "batch_size"
+        if largest == "classifier" else "classes" if largest == "generator" else "dataset_id",
+        estimate={k: getattr(estimate, k) for k in ("generator", "classifier", "samples",
+                                                    "reference")} | {"total": estimate.total},
+    )  # fmt: skip
+
+
+def _seed(seed: int | None) -> int:
+    return seed if seed is not None else secrets.randbelow(2**31)
+
+
 def new_job(
     store: JobStore, settings: ServiceSettings, tenant: str, body: InversionCreate
-) -> dict[str, Any]:
+) -> JobRecord:
     """The record of a new inversion job, validated against its classifier and dataset."""
-    classifier = _ready(store, CLASSIFIER, body.classifier_id, tenant, "classifier_id")
+    classifier = _ready(store, ClassifierRecord, body.classifier_id, tenant, "classifier_id")
     _check_limits(
         settings,
         samples_per_class=body.samples_per_class,
@@ -77,39 +131,49 @@ def new_job(
         batch_size=body.batch_size,
     )
     classes = _check_classes(body.classes, classifier)
+    dataset = None
     if body.dataset_id is not None:
-        dataset = _ready(store, DATASET, body.dataset_id, tenant, "dataset_id")
-        if list(dataset["input_shape"]) != list(classifier["input_shape"]):
+        dataset = _ready(store, DatasetRecord, body.dataset_id, tenant, "dataset_id")
+        if dataset.input_shape != classifier.input_shape:
             raise InvalidField(
-                f"the dataset's images are {dataset['input_shape']}, the classifier takes "
-                f"{classifier['input_shape']}",
+                f"the dataset's images are {list(dataset.input_shape or ())}, the classifier "
+                f"takes {list(classifier.input_shape)}",
                 field="dataset_id",
             )
-    params = {
-        "classes": classes,
-        "samples_per_class": body.samples_per_class,
-        "steps": body.steps,
-        "batch_size": body.batch_size,
-        "loss_weights": body.loss_weights.model_dump(exclude_none=True)
-        if body.loss_weights
-        else None,
-        "seed": body.seed if body.seed is not None else secrets.randbelow(2**31),
-        "sample_dropout": body.sample_dropout,
-    }
-    return _job_record(tenant, "inversion", None, classifier, body.dataset_id, body.method, params)
+        if dataset.label_max is not None and dataset.label_max >= classifier.num_classes:
+            raise InvalidField(
+                f"the dataset has labels up to {dataset.label_max}, the classifier only "
+                f"{classifier.num_classes} classes (0..{classifier.num_classes - 1}): its "
+                "labels must be the classifier's class indices",
+                field="dataset_id",
+            )
+    params = JobParams.model_validate(
+        body.model_dump(include=set(JobParams.model_fields))
+        | {"classes": classes, "seed": _seed(body.seed)}
+    )
+    _check_memory(settings, classifier, params.config(body.method), params, dataset)
+    return JobRecord(
+        id=new_id("job"),
+        tenant=tenant,
+        classifier_id=classifier.id,
+        dataset_id=body.dataset_id,
+        method=body.method,
+        params=params,
+        class_names=list(classifier.class_names),
+        input_shape=classifier.input_shape,
+    )
 
 
 def new_sampling_job(
-    settings: ServiceSettings, parent: dict[str, Any], body: SamplingCreate
-) -> dict[str, Any]:
+    settings: ServiceSettings, parent: JobRecord, body: SamplingCreate
+) -> JobRecord:
     """A follow-up job drawing new samples from `parent`'s trained generator."""
-    if parent["state"] != "succeeded":
-        raise Conflict(f"job {parent['id']} is {parent['state']}: only a succeeded job can sample")
-    if parent["method"] == "pixel":
+    if parent.state != JobState.SUCCEEDED:
+        raise Conflict(f"job {parent.id} is {parent.state}: only a succeeded job can sample")
+    if parent.method == "pixel":
         raise Conflict("pixel optimisation trains no generator: start a new pixel job instead")
     _check_limits(settings, samples_per_class=body.samples_per_class)
-    source = parent if parent["kind"] == "inversion" else {**parent, "id": parent["parent_id"]}
-    trained = parent["params"]["classes"]
+    trained = parent.params.classes
     classes = body.classes or trained
     untrained = [c for c in classes if c not in trained]
     if untrained:
@@ -117,116 +181,75 @@ def new_sampling_job(
             f"class {untrained[0]} was not part of the trained job (classes {trained})",
             field="classes",
         )
-    params = {
-        **parent["params"],
-        "classes": classes,
-        "samples_per_class": body.samples_per_class,
-        "seed": body.seed if body.seed is not None else secrets.randbelow(2**31),
-        "sample_dropout": parent["params"]["sample_dropout"]
-        if body.sample_dropout is None
-        else body.sample_dropout,
-    }
-    classifier = {"id": parent["classifier_id"], "class_names": parent["class_names"],
-                  "input_shape": parent["input_shape"]}  # fmt: skip
-    return _job_record(
-        parent["tenant"], "sampling", source["id"], classifier, parent["dataset_id"],
-        parent["method"], params,
-    )  # fmt: skip
-
-
-def _job_record(
-    tenant: str,
-    kind: str,
-    parent_id: str | None,
-    classifier: dict[str, Any],
-    dataset_id: str | None,
-    method: str,
-    params: dict[str, Any],
-) -> dict[str, Any]:
-    """A queued job. It copies the classifier's class names and shape, so that its results
-    stay readable after the classifier is deleted."""
-    return new_record(
-        tenant, new_id("job"), "queued",
-        kind=kind, parent_id=parent_id, classifier_id=classifier["id"], dataset_id=dataset_id,
-        method=method, params=params, class_names=classifier["class_names"],
-        input_shape=classifier["input_shape"], cancel_requested=False, progress=None,
-        started_at=None, finished_at=None, metrics=None, sample_count=None,
-    )  # fmt: skip
-
-
-def cancel(store: JobStore, job: dict[str, Any]) -> dict[str, Any]:
-    """A queued job is cancelled at once; a running one is asked to stop between steps."""
-
-    def request_cancel(doc: dict[str, Any]) -> dict[str, Any] | None:
-        if doc["state"] in FINISHED_JOB_STATES:
-            return None
-        if doc["state"] == "queued":
-            doc["task"].update(state="done", lease=None)
-            doc.update(state="cancelled", finished_at=time.time())
-        doc["cancel_requested"] = True
-        return doc
-
-    updated = store.update(JOB, job["id"], request_cancel)
-    if updated is None:
-        raise Conflict(f"job {job['id']} has already finished ({job['state']})")
-    if updated["state"] == "cancelled":
-        store.append_event(events_stream(job["id"]), {"type": "state", "state": "cancelled"})
-    return updated
-
-
-def to_public(doc: dict[str, Any]) -> InversionPublic:
-    id = doc["id"]
-    links = {"self": f"/inversions/{id}", "events": f"/inversions/{id}/events"}
-    if doc["state"] == "succeeded":
-        links |= {
-            "samples": f"/inversions/{id}/samples",
-            "grid": f"/inversions/{id}/grid.png",
-            "zip": f"/inversions/{id}/samples.zip",
-            "npz": f"/inversions/{id}/samples.npz",
-            "metrics": f"/inversions/{id}/metrics.json",
-            "report": f"/inversions/{id}/report",
-            "dataset": f"/inversions/{id}/dataset",
+    sample_dropout = body.sample_dropout
+    params = parent.params.model_copy(
+        update={
+            "classes": classes,
+            "samples_per_class": body.samples_per_class,
+            "seed": _seed(body.seed),
+            "sample_dropout": parent.params.sample_dropout
+            if sample_dropout is None
+            else sample_dropout,
         }
-    progress = doc.get("progress")
-    return InversionPublic(
-        **{k: v for k, v in doc.items() if k in InversionPublic.model_fields and k != "progress"},
-        progress=ProgressPublic(**progress) if progress else None,
-        attempts=doc["task"]["attempts"],
-        links=links,
+    )
+    return JobRecord(
+        id=new_id("job"),
+        tenant=parent.tenant,
+        kind="sampling",
+        parent_id=parent.training_job_id,
+        classifier_id=parent.classifier_id,
+        dataset_id=parent.dataset_id,
+        method=parent.method,
+        params=params,
+        class_names=parent.class_names,
+        input_shape=parent.input_shape,
     )
 
 
-def resume(store: JobStore, job: dict[str, Any]) -> dict[str, Any]:
+def cancel(store: JobStore, job: JobRecord) -> JobRecord:
+    """A queued job is cancelled at once; a running one is asked to stop between steps."""
+
+    def request_cancel(record: JobRecord) -> JobRecord | None:
+        if record.state in FINISHED_JOB_STATES:
+            return None
+        if record.state == JobState.QUEUED:
+            record.task = record.task.model_copy(update={"state": TaskState.DONE, "lease": None})
+            record.state = JobState.CANCELLED
+            record.finished_at = time.time()
+        record.cancel_requested = True
+        return record
+
+    updated = store.update(JobRecord, job.id, request_cancel)
+    if updated is None:
+        raise Conflict(f"job {job.id} has already finished ({job.state})")
+    if updated.state == JobState.CANCELLED:
+        store.append_event(events_stream(job.id), StateEvent(state=JobState.CANCELLED))
+    return updated
+
+
+def resume(store: JobStore, job: JobRecord) -> JobRecord:
     """Queue a cancelled or failed job again; the worker continues from its last checkpoint."""
 
-    def requeue(doc: dict[str, Any]) -> dict[str, Any] | None:
-        if doc["state"] not in ("cancelled", "failed") or doc["kind"] != "inversion":
-            return None
-        doc.update(state="queued", cancel_requested=False, error=None, finished_at=None)
-        doc["task"] = {**new_task(), "resumes": doc["task"].get("resumes", 0) + 1}
-        return doc
-
-    updated = store.update(JOB, job["id"], requeue)
+    updated = store.update(JobRecord, job.id, lambda record: record.resumed(time.time()))
     if updated is None:
         raise Conflict(
-            f"job {job['id']} is {job['state']}: only a cancelled or failed inversion job "
-            "can be resumed"
+            f"job {job.id} is {job.state}: only a cancelled or failed inversion job can be resumed"
         )
     return updated
 
 
-def enqueue(stores: Stores, celery: Celery, job: dict[str, Any], *, new: bool = True) -> None:
+def enqueue(stores: Stores, celery: Celery, job: JobRecord, *, new: bool = True) -> None:
     """Store a new job (unless `new` is false: a resumed one) and publish it; 503 when the
     broker is down, leaving nothing behind."""
     if new:
-        stores.jobs.create(JOB, job)
+        stores.jobs.create(job)
     try:
-        publish(celery, RUN_INVERSION, job["id"])
+        publish_task(stores.jobs, celery, JobRecord, job.id)
     except Exception as exc:
         if new:
-            stores.jobs.delete(JOB, job["id"])
+            stores.jobs.delete(JobRecord, job.id)
         raise Unavailable(f"the task queue is unavailable, job not started: {exc}") from exc
-    stores.jobs.append_event(events_stream(job["id"]), {"type": "state", "state": "queued"})
+    stores.jobs.append_event(events_stream(job.id), StateEvent(state=JobState.QUEUED))
 
 
 def start_job(
@@ -236,16 +259,17 @@ def start_job(
     tenant: str,
     body: InversionCreate,
     idempotency_key: str | None = None,
-) -> dict[str, Any]:
+) -> JobRecord:
     """Validate and start an inversion job. With an idempotency key, a repeat of the same
     request returns the job the first one started instead of starting another."""
+    quotas.check_jobs(stores.jobs, settings, tenant)
     job = new_job(stores.jobs, settings, tenant, body)
     if idempotency_key is None:
         enqueue(stores, celery, job)
         return job
     key = f"{tenant}:{idempotency_key}"
     fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-    claim = json.dumps({"job_id": job["id"], "fingerprint": fingerprint})
+    claim = json.dumps({"job_id": job.id, "fingerprint": fingerprint})
     existing = stores.jobs.put_key(IDEMPOTENCY, key, claim)
     if existing is not None:
         earlier = json.loads(existing)
@@ -253,7 +277,7 @@ def start_job(
             raise InvalidField(
                 "this Idempotency-Key was used with a different request", field="Idempotency-Key"
             )
-        first = stores.jobs.get(JOB, earlier["job_id"])
+        first = stores.jobs.get(JobRecord, earlier["job_id"])
         if first is None:
             raise Conflict("the first request with this Idempotency-Key is still in progress")
         return first

@@ -11,6 +11,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 from kombu.transport import sqlalchemy
 
+from service.records import ClassifierRecord, DatasetRecord, JobRecord
 from service.settings import CommonSettings
 
 GPU_QUEUE = "gpu"
@@ -19,9 +20,9 @@ VALIDATE_QUEUE = "validate"
 """Short validation of uploads, each in a sandboxed child process; no GPU needed."""
 QUEUES = (GPU_QUEUE, VALIDATE_QUEUE)
 
-RUN_INVERSION = "c3.run_inversion"
-VALIDATE_CLASSIFIER = "c3.validate_classifier"
-VALIDATE_DATASET = "c3.validate_dataset"
+RUN_INVERSION = JobRecord.TASK_NAME
+VALIDATE_CLASSIFIER = ClassifierRecord.TASK_NAME
+VALIDATE_DATASET = DatasetRecord.TASK_NAME
 
 
 class EmbeddedTransport(sqlalchemy.Transport):

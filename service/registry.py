@@ -14,17 +14,30 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from service.background import WORK
+from models.contracts.errors import field_errors
+from service import quotas
+from service.background import publish_task
 from service.errors import Conflict, InvalidField, NotFound, Unavailable
-from service.queue import publish
-from service.records import ACTIVE_JOB_STATES, CLASSIFIER, DATASET, JOB, new_id, new_record
+from service.records import (
+    ACTIVE_JOB_STATES,
+    ClassifierRecord,
+    DatasetRecord,
+    JobRecord,
+    Upload,
+    UploadState,
+    new_id,
+)
+from service.schemas import ClassifierCreate, DatasetCreate
 from service.settings import ServiceSettings
 from service.storage import Page, Stores
-from service.uploads import Upload, receive_upload
+from service.storage.base import R
+from service.uploads import Upload as UploadedFile
+from service.uploads import receive_upload
 
 M = TypeVar("M", bound=BaseModel)
+U = TypeVar("U", bound=Upload)
 MAX_WAIT_SECONDS = 120.0
-ID_PREFIXES = {CLASSIFIER: "clf", DATASET: "ds"}
+ID_PREFIXES = {ClassifierRecord.KIND: "clf", DatasetRecord.KIND: "ds"}
 
 
 def parse_form(model: type[M], fields: dict[str, Any]) -> M:
@@ -33,14 +46,11 @@ def parse_form(model: type[M], fields: dict[str, Any]) -> M:
     try:
         return model.model_validate(fields)
     except ValidationError as exc:
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"] if not isinstance(p, int)) or None,
-             "detail": e["msg"].removeprefix("Value error, ")}
-            for e in exc.errors()
-        ]  # fmt: skip
-        field, message = errors[0]["field"], str(errors[0]["detail"])
+        errors = field_errors(exc)
         raise InvalidField(
-            f"{field}: {message}" if field else message, field=field, errors=errors
+            str(errors[0]),
+            field=errors[0].field,
+            errors=[{"field": e.field, "detail": e.detail} for e in errors],
         ) from exc
 
 
@@ -50,68 +60,96 @@ def preferred_wait(request: Request) -> float:
     return min(float(match.group(1)), MAX_WAIT_SECONDS) if match else 0.0
 
 
-def get_owned(stores: Stores, kind: str, id: str, tenant: str) -> dict[str, Any]:
+def get_owned(stores: Stores, model: type[R], id: str, tenant: str) -> R:
     """The tenant's record, or 404: another tenant's records do not exist for it."""
-    doc = stores.jobs.get(kind, id)
-    if doc is None or doc["tenant"] != tenant:
-        raise NotFound(f"no {kind} with id {id!r}")
-    return doc
+    record = stores.jobs.get(model, id)
+    if record is None or record.tenant != tenant:
+        raise NotFound(f"no {model.KIND} with id {id!r}")
+    return record
+
+
+def classifier_record(
+    id: str, tenant: str, meta: ClassifierCreate, file: UploadedFile
+) -> ClassifierRecord:
+    return ClassifierRecord(
+        id=id,
+        tenant=tenant,
+        sha256=file.sha256,
+        size_bytes=file.size,
+        filename=file.filename,
+        **meta.model_dump(),
+    )
+
+
+def dataset_record(id: str, tenant: str, meta: DatasetCreate, file: UploadedFile) -> DatasetRecord:
+    """A dataset's record; its format comes from the file name when not given."""
+    fields = meta.model_dump()
+    if fields["format"] is None:
+        name = (file.filename or "").lower()
+        if name.endswith(".npz"):
+            fields["format"] = "npz"
+        elif name.endswith(".zip"):
+            fields["format"] = "png-zip"
+        else:
+            raise InvalidField(
+                "say `npz` or `png-zip`, or upload a file named *.npz or *.zip", field="format"
+            )
+    return DatasetRecord(
+        id=id,
+        tenant=tenant,
+        sha256=file.sha256,
+        size_bytes=file.size,
+        filename=file.filename,
+        **fields,
+    )
 
 
 async def register_upload(
     request: Request,
     *,
-    kind: str,
+    model: type[U],
     tenant: str,
     stores: Stores,
     celery: Celery,
     settings: ServiceSettings,
     schema: type[M],
     upload_key: Callable[[str, str], str],
-    fields: Callable[[M, Upload], dict[str, Any]],
-) -> dict[str, Any]:
+    record: Callable[[str, str, M, UploadedFile], U],
+) -> U:
     """Store an upload and queue its validation; returns the record (after the preferred wait)."""
+    declared = request.headers.get("content-length", "")
+    await run_in_threadpool(
+        quotas.check_upload, stores.jobs, settings, tenant, model,
+        int(declared) if declared.isdigit() else 0,
+    )  # fmt: skip
     upload = await receive_upload(request, max_bytes=settings.max_upload_bytes)
     try:
+        await run_in_threadpool(quotas.check_storage, stores.jobs, settings, tenant, upload.size)
         meta = parse_form(schema, upload.fields)
-        id = new_id(ID_PREFIXES[kind])
+        id = new_id(ID_PREFIXES[model.KIND])
+        doc = record(id, tenant, meta, upload)
         await run_in_threadpool(
             stores.artifacts.put_stream, upload_key(tenant, id), upload.chunks()
         )
-        doc = new_record(
-            tenant,
-            id,
-            WORK[kind].waiting_state,
-            sha256=upload.sha256,
-            size_bytes=upload.size,
-            filename=upload.filename,
-            **fields(meta, upload),
-        )
     finally:
         upload.close()
-    await run_in_threadpool(stores.jobs.create, kind, doc)
+    await run_in_threadpool(stores.jobs.create, doc)
     try:
-        await run_in_threadpool(publish, celery, WORK[kind].task_name, id)
+        await run_in_threadpool(publish_task, stores.jobs, celery, model, id)
     except Exception as exc:
-        await run_in_threadpool(stores.jobs.delete, kind, id)
+        await run_in_threadpool(stores.jobs.delete, model, id)
         await run_in_threadpool(stores.artifacts.delete_prefix, upload_key(tenant, id))
         raise Unavailable(f"the task queue is unavailable, upload not kept: {exc}") from exc
-    return await wait_for_verdict(request, stores, kind, doc)
+    return await wait_for_verdict(request, stores, doc)
 
 
-async def wait_for_verdict(
-    request: Request, stores: Stores, kind: str, doc: dict[str, Any]
-) -> dict[str, Any]:
+async def wait_for_verdict(request: Request, stores: Stores, record: U) -> U:
     deadline = time.monotonic() + preferred_wait(request)
-    waiting = WORK[kind].waiting_state
-    while doc["state"] == waiting and time.monotonic() < deadline:
+    while record.state == UploadState.VALIDATING and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-        doc = await run_in_threadpool(_reread, stores, kind, doc)
-    return doc
-
-
-def _reread(stores: Stores, kind: str, doc: dict[str, Any]) -> dict[str, Any]:
-    return stores.jobs.get(kind, doc["id"]) or doc
+        fresh = await run_in_threadpool(stores.jobs.get, type(record), record.id)
+        record = fresh or record
+    return record
 
 
 async def blob_chunks(stream: BinaryIO, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
@@ -125,7 +163,7 @@ async def blob_chunks(stream: BinaryIO, size: int = 1024 * 1024) -> AsyncIterato
 
 def list_registered(
     stores: Stores,
-    kind: str,
+    model: type[U],
     tenant: str,
     *,
     name: str | None,
@@ -133,57 +171,36 @@ def list_registered(
     status: str | None,
     offset: int,
     limit: int,
-) -> Page:
+) -> Page[U]:
     """A page of the tenant's records, filtered by name substring, tag and status."""
 
-    def match(doc: dict[str, Any]) -> bool:
-        return (name is None or name.lower() in doc["name"].lower()) and (
-            tag is None or tag in doc["tags"]
+    def match(record: Any) -> bool:
+        return (name is None or name.lower() in record.name.lower()) and (
+            tag is None or tag in record.tags
         )
 
     return stores.jobs.list(
-        kind, tenant=tenant, state=status, match=match, offset=offset, limit=limit
+        model, tenant=tenant, state=status, match=match, offset=offset, limit=limit
     )
 
 
-def delete_registered(stores: Stores, kind: str, doc: dict[str, Any], blob_prefix: str) -> None:
+def delete_registered(stores: Stores, record: Upload, blob_prefix: str) -> None:
     """Delete a classifier or dataset and its files, unless a job still needs it (409)."""
-    id = doc["id"]
+    id, kind = record.id, record.KIND
     active = stores.jobs.list(
-        JOB,
-        tenant=doc["tenant"],
-        match=lambda d: (
-            id in (d.get("classifier_id"), d.get("dataset_id")) and d["state"] in ACTIVE_JOB_STATES
+        JobRecord,
+        tenant=record.tenant,
+        match=lambda job: (
+            id in (job.classifier_id, job.dataset_id) and job.state in ACTIVE_JOB_STATES
         ),
     )
     if active.count:
         raise Conflict(
             f"{active.count} job(s) using this {kind} are queued or running: "
             "cancel them or wait for them to finish",
-            jobs=[d["id"] for d in active.items],
+            jobs=[job.id for job in active.items],
         )
-    if doc["state"] == WORK[kind].waiting_state:
+    if record.state == UploadState.VALIDATING:
         raise Conflict(f"the {kind} is being validated; delete it once that has finished")
-    stores.jobs.delete(kind, id)
-    stores.artifacts.delete_prefix(blob_prefix)
-
-
-def classifier_fields(meta: BaseModel, upload: Upload) -> dict[str, Any]:
-    """A classifier record's own fields, from its validated metadata."""
-    return meta.model_dump()
-
-
-def dataset_fields(meta: BaseModel, upload: Upload) -> dict[str, Any]:
-    """A dataset record's own fields; the format comes from the file name when not given."""
-    fields = meta.model_dump()
-    if fields["format"] is None:
-        name = (upload.filename or "").lower()
-        if name.endswith(".npz"):
-            fields["format"] = "npz"
-        elif name.endswith(".zip"):
-            fields["format"] = "png-zip"
-        else:
-            raise InvalidField(
-                "say `npz` or `png-zip`, or upload a file named *.npz or *.zip", field="format"
-            )
-    return fields
+    stores.artifacts.delete_prefix(blob_prefix)  # first: frees space even on a full disk
+    stores.jobs.delete(type(record), id)

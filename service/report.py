@@ -9,22 +9,26 @@ engine's figures, formatted.
 from __future__ import annotations
 
 import base64
-import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from markupsafe import Markup
 from pydantic import BaseModel, Field
 
+from models.contracts.artifacts import ArtifactName, AuditFigures, EvasionTable, InversionMetrics
 from service import plots, samples
 from service.errors import Conflict
-from service.jobs import events_stream, to_public
-from service.records import CLASSIFIER, DATASET
+from service.records import (
+    ClassifierRecord,
+    DatasetRecord,
+    JobParams,
+    JobRecord,
+    ProgressEvent,
+    events_stream,
+)
 from service.schemas import InversionPublic
-from service.storage import ArtifactNotFound, ArtifactStore, JobStore, Stores, keys
-
-T = TypeVar("T")
+from service.storage import ArtifactNotFound, ArtifactStore, JobStore, Stores
 
 REPORT_GRID_PER_CLASS = 8
 """Samples per class inlined in the HTML report (the rest are in the downloads)."""
@@ -37,32 +41,36 @@ DETECTOR_LABELS = {
 }
 
 
-def _json_artifact(artifacts: ArtifactStore, key: str) -> Any | None:
-    try:
-        return json.loads(artifacts.get(key))
-    except ArtifactNotFound:
-        return None
-
-
-def job_metrics(artifacts: ArtifactStore, job: dict[str, Any]) -> dict[str, Any]:
-    """metrics.json: `overall` and per class (the engine's keys, shown as they are)."""
+def job_metrics(artifacts: ArtifactStore, job: JobRecord) -> InversionMetrics:
+    """metrics.json: the figures overall and per class, and the cost."""
     samples.require_succeeded(job)
-    key = keys.job_metrics_json(job["tenant"], job["id"])
-    return samples.cached(job, "metrics", lambda: _json_artifact(artifacts, key) or {})
+
+    def load() -> InversionMetrics:
+        data = samples.artifact(artifacts, job, ArtifactName.METRICS_JSON)
+        return InversionMetrics.model_validate_json(data)
+
+    return samples.cached(job, "metrics", load)
 
 
-def job_report_figures(artifacts: ArtifactStore, job: dict[str, Any]) -> dict[str, Any] | None:
+def job_report_figures(artifacts: ArtifactStore, job: JobRecord) -> AuditFigures | None:
     """report.json (max-softmax scores, OOD-detector evasion), or None when the worker wrote
     none (a job that finished before the report existed)."""
     samples.require_succeeded(job)
-    key = keys.job_report_json(job["tenant"], job["id"])
-    return samples.cached(job, "report", lambda: _json_artifact(artifacts, key))
+
+    def load() -> AuditFigures | None:
+        try:
+            data = samples.artifact(artifacts, job, ArtifactName.REPORT_JSON)
+        except ArtifactNotFound:
+            return None
+        return AuditFigures.model_validate_json(data)
+
+    return samples.cached(job, "report", load)
 
 
 # --- metric tables ----------------------------------------------------------------------------
-# metrics.json is models.metrics.InversionMetrics.to_dict(): `overall` and `per_class` (by class
-# name) hold ClassMetrics figures, `cost` the training and sampling cost. Figures are shown
-# under the labels below (an unknown key is shown under its own name), None as "—".
+# metrics.json is models.contracts.artifacts.InversionMetrics: `overall` and `per_class` (by
+# class name) hold ClassMetrics figures, `cost` the training and sampling cost. Figures are
+# shown under the labels below (an unknown key is shown under its own name), None as "—".
 
 LABELS = {
     "count": "Samples",
@@ -170,13 +178,14 @@ class Table:
         ]
 
 
-def overall_figures(metrics: dict[str, Any], *, keep_empty: bool = False) -> dict[str, Any]:
+def overall_figures(metrics: InversionMetrics, *, keep_empty: bool = False) -> dict[str, Any]:
     """The overall figures, the cost and the reference size, flat; figures that could not be
     computed (None, e.g. distinctness without a reference set) are left out unless asked."""
-    figures = flatten(metrics.get("overall") or {})
-    figures |= flatten(metrics.get("cost") or {}, "cost.")
-    if metrics.get("reference_size"):
-        figures["reference_size"] = metrics["reference_size"]
+    figures = metrics.overall.model_dump()
+    if metrics.cost is not None:
+        figures |= flatten(metrics.cost.model_dump(), "cost.")
+    if metrics.reference_size:
+        figures["reference_size"] = metrics.reference_size
     return {k: v for k, v in figures.items() if keep_empty or v is not None}
 
 
@@ -210,13 +219,12 @@ def settings_rows(settings: dict[str, Any]) -> list[tuple[str, str]]:
     return [(k.replace("_", " "), _setting(v)) for k, v in settings.items()]
 
 
-def per_class_table(metrics: dict[str, Any], class_names: list[str]) -> Table:
+def per_class_table(metrics: InversionMetrics, class_names: list[str]) -> Table:
     """One row per class (in class order), one column per figure that some class has."""
-    per_class = metrics.get("per_class") or {}
     index_of = {name: i for i, name in enumerate(class_names)}
     entries = sorted(
-        ((index_of.get(name), name, flatten(figures)) for name, figures in per_class.items()
-         if isinstance(figures, dict)),
+        ((index_of.get(name), name, figures.model_dump())
+         for name, figures in metrics.per_class.items()),
         key=lambda e: (e[0] is None, e[0] or 0, e[1]),
     )  # fmt: skip
     columns: list[str] = []
@@ -232,23 +240,18 @@ def per_class_table(metrics: dict[str, Any], class_names: list[str]) -> Table:
 # --- max-softmax histogram -------------------------------------------------------------------
 
 
-def msp_scores(
-    artifacts: ArtifactStore, job: dict[str, Any]
-) -> tuple[list[float], list[float] | None]:
+def msp_scores(artifacts: ArtifactStore, job: JobRecord) -> tuple[list[float], list[float] | None]:
     """The classifier's max softmax on the counterfeits and on the reference set. Without
     report.json, the counterfeits' scores come from samples.json (top-1 probability)."""
     figures = job_report_figures(artifacts, job)
-    msp = (figures or {}).get("msp") or {}
-    counterfeits = msp.get("counterfeits")
-    if counterfeits is None:
-        counterfeits = [
-            float(rec["top_k"][0][1]) if rec.get("top_k") else float(rec["confidence"])
-            for rec in samples.sample_index(artifacts, job)
-        ]
-    return counterfeits, msp.get("reference")
+    if figures is not None:
+        return figures.msp.counterfeits, figures.msp.reference
+    return [
+        r.top_k[0][1] if r.top_k else r.confidence for r in samples.sample_index(artifacts, job)
+    ], None
 
 
-def job_histogram(artifacts: ArtifactStore, job: dict[str, Any]) -> plots.Histogram:
+def job_histogram(artifacts: ArtifactStore, job: JobRecord) -> plots.Histogram:
     def build() -> plots.Histogram:
         counterfeits, reference = msp_scores(artifacts, job)
         series: list[tuple[str, list[float]]] = [("counterfeits", counterfeits)]
@@ -288,57 +291,35 @@ class Curves:
         return out
 
 
-def read_all_events(store: JobStore, job_id: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
+def training_events(store: JobStore, job_id: str) -> list[ProgressEvent]:
+    """Every training progress event of a job, in order."""
+    events: list[ProgressEvent] = []
     after = 0
     while True:
         page = store.read_events(events_stream(job_id), after)
         if not page:
             return events
-        events += [event for _, event in page]
+        events += [e for _, e in page if isinstance(e, ProgressEvent) and e.phase == "training"]
         after = page[-1][0]
 
 
-def training_curves(store: JobStore, job: dict[str, Any]) -> Curves:
+def training_curves(store: JobStore, job: JobRecord) -> Curves:
     def build() -> Curves:
-        by_step: dict[int, dict[str, Any]] = {}
-        for event in read_all_events(store, job["id"]):
-            if event.get("type") == "progress" and event.get("phase") == "training":
-                by_step[int(event["step"])] = event
+        by_step = {event.step: event for event in training_events(store, job.id)}
         losses: dict[str, list[tuple[float, float]]] = {}
         share: list[tuple[float, float]] = []
         for step in sorted(by_step):
             event = by_step[step]
-            for name, value in (event.get("losses") or {}).items():
-                if isinstance(value, int | float):
-                    losses.setdefault(name, []).append((step, float(value)))
-            confident = event.get("confident_share")
-            if isinstance(confident, int | float):
-                share.append((step, float(confident)))
+            for name, value in event.losses.items():
+                losses.setdefault(name, []).append((step, value))
+            if event.confident_share is not None:
+                share.append((step, event.confident_share))
         return Curves(losses=losses, confident_share=share)
 
     return samples.cached(job, "curves", build)
 
 
 # --- the report ------------------------------------------------------------------------------
-
-
-class DetectorPublic(BaseModel):
-    name: str = Field(description="`max-softmax`, `energy`, `mahalanobis` or `knn`")
-    auroc: float = Field(description="AUROC of telling counterfeits from real reference data.")
-    accepted_share: float = Field(
-        description="Share of counterfeits the detector accepts as in-distribution at the "
-        "threshold that keeps `tpr` of the real reference data."
-    )
-    threshold: float
-
-
-class EvasionPublic(BaseModel):
-    tpr: float = Field(description="Share of real reference data kept by each threshold.")
-    reference_fit: int = Field(description="Reference images the detectors were fit on.")
-    reference_eval: int = Field(description="Held-out reference images setting the thresholds.")
-    counterfeits: int
-    detectors: list[DetectorPublic]
 
 
 class HistogramPublic(BaseModel):
@@ -369,65 +350,74 @@ class DatasetSummary(BaseModel):
     count: int | None = None
 
 
+class ReportSettings(JobParams):
+    """The job's method and every parameter it ran with."""
+
+    method: str
+    kind: Literal["inversion", "sampling"]
+
+
 class ReportPublic(BaseModel):
     job: InversionPublic
     classifier: ClassifierSummary | None = Field(description="None once the model is deleted.")
     dataset: DatasetSummary | None
-    settings: dict[str, Any] = Field(description="Method and every job parameter.")
-    metrics: dict[str, Any] = Field(description="metrics.json: overall and per class.")
+    settings: ReportSettings
+    metrics: InversionMetrics = Field(description="metrics.json: overall and per class.")
     confidence_histogram: HistogramPublic
-    ood: EvasionPublic | None = Field(
+    ood: EvasionTable | None = Field(
         description="OOD-detector evasion; None when the job had no reference dataset."
     )
     links: dict[str, str]
 
 
-def _classifier(store: JobStore, job: dict[str, Any]) -> ClassifierSummary | None:
-    doc = store.get(CLASSIFIER, job["classifier_id"])
-    if doc is None or doc["tenant"] != job["tenant"]:
+def _classifier(store: JobStore, job: JobRecord) -> ClassifierSummary | None:
+    record = store.get(ClassifierRecord, job.classifier_id)
+    if record is None or record.tenant != job.tenant:
         return None
     return ClassifierSummary(
-        **{k: v for k, v in doc.items() if k in ClassifierSummary.model_fields},
-        num_classes=len(doc["class_names"]),
+        **record.model_dump(include=set(ClassifierSummary.model_fields)),
+        num_classes=record.num_classes,
     )
 
 
-def _dataset(store: JobStore, job: dict[str, Any]) -> DatasetSummary | None:
-    if not job.get("dataset_id"):
+def _dataset(store: JobStore, job: JobRecord) -> DatasetSummary | None:
+    if not job.dataset_id:
         return None
-    doc = store.get(DATASET, job["dataset_id"])
-    if doc is None or doc["tenant"] != job["tenant"]:
-        return DatasetSummary(id=job["dataset_id"], name="(deleted)")
-    return DatasetSummary(id=doc["id"], name=doc["name"], count=doc.get("count"))
+    record = store.get(DatasetRecord, job.dataset_id)
+    if record is None or record.tenant != job.tenant:
+        return DatasetSummary(id=job.dataset_id, name="(deleted)")
+    return DatasetSummary(id=record.id, name=record.name, count=record.count)
 
 
-def require_report(job: dict[str, Any]) -> None:
-    if job["state"] != "succeeded":
-        running = job["state"] in ("queued", "running")
+def require_report(job: JobRecord) -> None:
+    if job.state != "succeeded":
+        running = job.state in ("queued", "running")
         raise Conflict(
-            f"job {job['id']} is {job['state']}: its report exists once it has succeeded",
+            f"job {job.id} is {job.state}: its report exists once it has succeeded",
             headers={"Retry-After": "5"} if running else None,
         )
 
 
-def build_report(stores: Stores, job: dict[str, Any]) -> ReportPublic:
+def build_report(stores: Stores, job: JobRecord) -> ReportPublic:
     require_report(job)
     metrics = job_metrics(stores.artifacts, job)
-    figures = job_report_figures(stores.artifacts, job) or {}
+    figures = job_report_figures(stores.artifacts, job)
     hist = job_histogram(stores.artifacts, job)
-    id = job["id"]
+    id = job.id
     return ReportPublic(
-        job=to_public(job),
+        job=InversionPublic.of(job),
         classifier=_classifier(stores.jobs, job),
         dataset=_dataset(stores.jobs, job),
-        settings={"method": job["method"], "kind": job["kind"], **job["params"]},
+        settings=ReportSettings.model_validate(
+            {"method": job.method, "kind": job.kind, **job.params.model_dump()}
+        ),
         metrics=metrics,
         confidence_histogram=HistogramPublic(
             edges=hist.edges,
             counterfeits=hist.counts[0],
             reference=hist.counts[1] if len(hist.counts) > 1 else None,
         ),
-        ood=EvasionPublic.model_validate(figures["ood"]) if figures.get("ood") else None,
+        ood=figures.ood if figures is not None else None,
         links={
             "self": f"/inversions/{id}/report",
             "html": f"/inversions/{id}/report?format=html",
@@ -452,42 +442,29 @@ class Thumb:
     predicted: int
 
 
-def first_samples_by_class(
-    artifacts: ArtifactStore, job: dict[str, Any], per_class: int
-) -> dict[int, list[dict[str, Any]]]:
-    """The first `per_class` sample records of every class, in index order."""
-    out: dict[int, list[dict[str, Any]]] = {c: [] for c in job["params"]["classes"]}
-    for rec in samples.sample_index(artifacts, job):
-        row = out.setdefault(rec["target"], [])
-        if len(row) < per_class:
-            row.append(rec)
-    return out
-
-
-def inlined_grid(artifacts: ArtifactStore, job: dict[str, Any]) -> dict[int, list[Thumb]]:
+def inlined_grid(artifacts: ArtifactStore, job: JobRecord) -> dict[int, list[Thumb]]:
     def build() -> dict[int, list[Thumb]]:
-        rows = first_samples_by_class(artifacts, job, REPORT_GRID_PER_CLASS)
         return {
             cls: [
                 Thumb(
-                    index=rec["index"],
-                    src=data_uri(samples.sample_png(artifacts, job, rec["index"])),
-                    confidence=float(rec["confidence"]),
-                    predicted=int(rec["predicted"]),
+                    index=record.index,
+                    src=data_uri(samples.sample_png(artifacts, job, record.index)),
+                    confidence=record.confidence,
+                    predicted=record.predicted,
                 )
-                for rec in recs
+                for record in samples.class_records(artifacts, job, cls)[:REPORT_GRID_PER_CLASS]
             ]
-            for cls, recs in rows.items()
+            for cls in job.params.classes
         }
 
     return samples.cached(job, "inlined-grid", build)
 
 
-def _or_dash(value: float, spec: str) -> str:
-    return format(value, spec) if math.isfinite(value) else "—"
+def _or_dash(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None and math.isfinite(value) else "—"
 
 
-def evasion_rows(ood: EvasionPublic | None) -> list[dict[str, Any]]:
+def evasion_rows(ood: EvasionTable | None) -> list[dict[str, Any]]:
     if ood is None:
         return []
     return [
@@ -502,7 +479,7 @@ def evasion_rows(ood: EvasionPublic | None) -> list[dict[str, Any]]:
     ]
 
 
-def evasion_bars(ood: EvasionPublic | None) -> Markup | None:
+def evasion_bars(ood: EvasionTable | None) -> Markup | None:
     if ood is None or not ood.detectors:
         return None
     return plots.bars_svg(
@@ -516,7 +493,7 @@ def evasion_bars(ood: EvasionPublic | None) -> Markup | None:
     )
 
 
-def report_context(stores: Stores, job: dict[str, Any]) -> dict[str, Any]:
+def report_context(stores: Stores, job: JobRecord) -> dict[str, Any]:
     """What templates/report.html needs, every image already a data URI."""
     report = build_report(stores, job)
     metrics = report.metrics
@@ -525,12 +502,12 @@ def report_context(stores: Stores, job: dict[str, Any]) -> dict[str, Any]:
         "report": report,
         "job": job,
         "overall": grouped_figures(overall),
-        "per_class": per_class_table(metrics, job["class_names"]),
+        "per_class": per_class_table(metrics, job.class_names),
         "histogram": plots.histogram_svg(job_histogram(stores.artifacts, job)),
         "curves": training_curves(stores.jobs, job).panels(),
         "grid": inlined_grid(stores.artifacts, job),
         "evasion": evasion_rows(report.ood),
         "evasion_bars": evasion_bars(report.ood),
-        "class_names": job["class_names"],
-        "settings": settings_rows(report.settings),
+        "class_names": job.class_names,
+        "settings": settings_rows(report.settings.model_dump()),
     }

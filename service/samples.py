@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,25 +20,29 @@ from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import Request, Response
-from PIL import Image
 
-from service.errors import Conflict, NotFound
+from models.contracts.artifacts import ArtifactName, SampleIndex, SampleRecord, SamplesArrays
+from service.errors import Conflict, InvalidField, NotFound
+from service.images import GRID_PAD, to_png
+from service.images import grid_png as compose_grid
+from service.records import JobRecord, JobState
 from service.schemas import SamplePublic, TopKPublic
 from service.storage import ArtifactStore, keys
 
 T = TypeVar("T")
 _CACHE_SIZE = 64
+MAX_GRID_PIXELS = 32_000_000
+"""The largest grid.png (about 130 MB of RGB pixels in memory while it is drawn)."""
 _cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
 _lock = Lock()
-GRID_PAD = 2
 
 
-def cached(job: dict[str, Any], name: str, build: Callable[[], T]) -> T:
+def cached(job: JobRecord, name: str, build: Callable[[], T]) -> T:
     """`build()` once per succeeded job and `name` (its files never change); an unfinished
     job's figures are never cached."""
-    if job["state"] != "succeeded":
+    if job.state != JobState.SUCCEEDED:
         return build()
-    key = (job["id"], name)
+    key = (job.id, name)
     with _lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -53,52 +56,58 @@ def cached(job: dict[str, Any], name: str, build: Callable[[], T]) -> T:
     return value
 
 
-def require_succeeded(job: dict[str, Any]) -> None:
-    if job["state"] != "succeeded":
-        raise Conflict(
-            f"job {job['id']} is {job['state']}: samples exist once it has succeeded",
-            headers={"Retry-After": "5"} if job["state"] in ("queued", "running") else None,
-        )
-
-
-def sample_index(artifacts: ArtifactStore, job: dict[str, Any]) -> list[dict[str, Any]]:
-    """The job's samples.json: one record per sample (target, predicted, confidence, top_k)."""
-    require_succeeded(job)
-    key = keys.job_samples_json(job["tenant"], job["id"])
-    return cached(job, "index", lambda: json.loads(artifacts.get(key)))
-
-
-def pixels(artifacts: ArtifactStore, job: dict[str, Any]) -> np.ndarray:
-    """Every sample's pixels, (n, c, h, w) uint8, from samples.npz."""
-    require_succeeded(job)
-
-    def load() -> np.ndarray:
-        data = artifacts.get(keys.job_samples_npz(job["tenant"], job["id"]))
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            return np.asarray(npz["x"])
-
-    return cached(job, "pixels", load)
-
-
 def forget(job_id: str) -> None:
     with _lock:
         for key in [k for k in _cache if k[0] == job_id]:
             del _cache[key]
 
 
-def to_public(job: dict[str, Any], rec: dict[str, Any]) -> SamplePublic:
-    names = job["class_names"]
+def require_succeeded(job: JobRecord) -> None:
+    if job.state != JobState.SUCCEEDED:
+        raise Conflict(
+            f"job {job.id} is {job.state}: samples exist once it has succeeded",
+            headers={"Retry-After": "5"} if job.state in ("queued", "running") else None,
+        )
+
+
+def artifact(artifacts: ArtifactStore, job: JobRecord, name: ArtifactName) -> bytes:
+    """One of the job's files as stored by the worker."""
+    return artifacts.get(keys.job_artifact(job.tenant, job.id, name))
+
+
+def sample_index(artifacts: ArtifactStore, job: JobRecord) -> list[SampleRecord]:
+    """The job's samples.json: one record per sample (target, predicted, confidence, top_k)."""
+    require_succeeded(job)
+    return cached(
+        job,
+        "index",
+        lambda: SampleIndex.validate_json(artifact(artifacts, job, ArtifactName.SAMPLES_JSON)),
+    )
+
+
+def pixels(artifacts: ArtifactStore, job: JobRecord) -> np.ndarray:
+    """Every sample's pixels, (n, c, h, w) uint8, from samples.npz."""
+    require_succeeded(job)
+    return cached(
+        job,
+        "pixels",
+        lambda: SamplesArrays.from_npz(artifact(artifacts, job, ArtifactName.SAMPLES_NPZ)).x,
+    )
+
+
+def to_public(job: JobRecord, record: SampleRecord) -> SamplePublic:
+    names = job.class_names
     return SamplePublic(
-        index=rec["index"],
-        target=rec["target"],
-        target_name=names[rec["target"]],
-        predicted=rec["predicted"],
-        predicted_name=names[rec["predicted"]],
-        confidence=rec["confidence"],
+        index=record.index,
+        target=record.target,
+        target_name=names[record.target],
+        predicted=record.predicted,
+        predicted_name=names[record.predicted],
+        confidence=record.confidence,
         top_k=[
-            TopKPublic(class_index=c, class_name=names[c], probability=p) for c, p in rec["top_k"]
+            TopKPublic(class_index=c, class_name=names[c], probability=p) for c, p in record.top_k
         ],
-        image_url=f"/inversions/{job['id']}/samples/{rec['index']}.png",
+        image_url=f"/inversions/{job.id}/samples/{record.index}.png",
     )
 
 
@@ -111,79 +120,75 @@ def immutable(request: Request, data: bytes, media_type: str) -> Response:
     return Response(data, media_type=media_type, headers=headers)
 
 
-def _image(array: np.ndarray) -> Image.Image:
-    """(c, h, w) uint8 → a grey or RGB image."""
-    return Image.fromarray(array[0] if array.shape[0] == 1 else array[:3].transpose(1, 2, 0))
-
-
-def encode_png(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
-
-
-def sample_png(artifacts: ArtifactStore, job: dict[str, Any], index: int) -> bytes:
+def sample_png(artifacts: ArtifactStore, job: JobRecord, index: int) -> bytes:
     images = pixels(artifacts, job)
     if not 0 <= index < len(images):
-        raise NotFound(f"job {job['id']} has no sample {index} (it has {len(images)})")
-    return encode_png(_image(images[index]))
+        raise NotFound(f"job {job.id} has no sample {index} (it has {len(images)})")
+    return to_png(images[index])
 
 
-def grid_png(artifacts: ArtifactStore, job: dict[str, Any], classes: list[int] | None) -> bytes:
-    """The samples in a grid: one row per class, samples left to right, on white."""
-    records, images = sample_index(artifacts, job), pixels(artifacts, job)
-    trained = job["params"]["classes"]
-    wanted = trained if classes is None else classes
-    missing = [c for c in wanted if c not in trained]
-    if missing:
-        raise NotFound(f"job {job['id']} has no samples of class {missing[0]}")
-    rows = [[r["index"] for r in records if r["target"] == c] for c in wanted]
-    _, channels, h, w = images.shape
-    columns = max(len(r) for r in rows)
-    mode = "L" if channels == 1 else "RGB"
-    grid = Image.new(mode, (columns * (w + GRID_PAD) + GRID_PAD, len(rows) * (h + GRID_PAD)
-                            + GRID_PAD), "white")  # fmt: skip
-    for y, row in enumerate(rows):
-        for x, index in enumerate(row):
-            grid.paste(_image(images[index]), (GRID_PAD + x * (w + GRID_PAD),
-                                               GRID_PAD + y * (h + GRID_PAD)))  # fmt: skip
-    return encode_png(grid)
+def class_records(artifacts: ArtifactStore, job: JobRecord, cls: int) -> list[SampleRecord]:
+    """The samples of one class, in index order."""
+    if cls not in job.params.classes:
+        raise NotFound(f"job {job.id} has no samples of class {cls}")
+    return cached(
+        job, f"class-{cls}", lambda: [r for r in sample_index(artifacts, job) if r.target == cls]
+    )
 
 
-def samples_zip(artifacts: ArtifactStore, job: dict[str, Any]) -> bytes:
+def grid_png(
+    artifacts: ArtifactStore, job: JobRecord, classes: list[int] | None, per_class: int
+) -> bytes:
+    """The samples in a grid: one row per class (the first `per_class` of each), on white.
+    Refused (422) when it would exceed MAX_GRID_PIXELS, with the request that would fit."""
+    wanted = job.params.classes if classes is None else classes
+    columns = min(per_class, job.params.samples_per_class)
+    _, height, width = job.input_shape
+    row_pixels = (height + GRID_PAD) * len(wanted)
+    size = (columns * (width + GRID_PAD) + GRID_PAD) * (row_pixels + GRID_PAD)
+    if size > MAX_GRID_PIXELS:
+        fits = max(1, MAX_GRID_PIXELS // ((width + GRID_PAD) * (row_pixels + GRID_PAD)))
+        raise InvalidField(
+            f"a grid of {len(wanted)} classes × {columns} samples of {height}×{width} would be "
+            f"{size / 1e6:.0f} megapixels (at most {MAX_GRID_PIXELS / 1e6:.0f}): ask for fewer "
+            f"classes (?classes=0,1,2) or fewer samples per class (?per_class={fits})",
+            field="per_class",
+        )
+    images = pixels(artifacts, job)
+    rows = [[images[r.index] for r in class_records(artifacts, job, c)[:columns]] for c in wanted]
+    return compose_grid(rows)
+
+
+def samples_zip(artifacts: ArtifactStore, job: JobRecord) -> bytes:
     """Every sample as PNG, with samples.json and metrics.json."""
     records = sample_index(artifacts, job)
     images = pixels(artifacts, job)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
-        for rec in records:
-            archive.writestr(
-                f"samples/{rec['index']:06d}.png", encode_png(_image(images[rec["index"]]))
-            )
-        archive.writestr("samples.json", json.dumps(records, indent=1))
-        archive.writestr(
-            "metrics.json", artifacts.get(keys.job_metrics_json(job["tenant"], job["id"]))
-        )
+        for record in records:
+            archive.writestr(f"samples/{record.index:06d}.png", to_png(images[record.index]))
+        archive.writestr("samples.json", artifact(artifacts, job, ArtifactName.SAMPLES_JSON))
+        archive.writestr("metrics.json", artifact(artifacts, job, ArtifactName.METRICS_JSON))
     return out.getvalue()
 
 
-def samples_npz(artifacts: ArtifactStore, job: dict[str, Any]) -> bytes:
+def samples_npz(artifacts: ArtifactStore, job: JobRecord) -> bytes:
     require_succeeded(job)
-    return artifacts.get(keys.job_samples_npz(job["tenant"], job["id"]))
+    return artifact(artifacts, job, ArtifactName.SAMPLES_NPZ)
 
 
-def reject_class_dataset(artifacts: ArtifactStore, job: dict[str, Any]) -> bytes:
+def reject_class_dataset(artifacts: ArtifactStore, job: JobRecord) -> bytes:
     """The counterfeits as a labelled "reject class" training set: every image gets label K (one
     past the classifier's classes), so a team can retrain with a garbage class."""
     x = pixels(artifacts, job)
-    targets = np.array([r["target"] for r in sample_index(artifacts, job)], dtype=np.int64)
-    reject = len(job["class_names"])
+    targets = np.array([r.target for r in sample_index(artifacts, job)], dtype=np.int64)
+    reject = len(job.class_names)
     out = io.BytesIO()
     np.savez_compressed(
         out,
         x=x,
         y=np.full(len(x), reject, dtype=np.int64),
         counterfeit_of=targets,
-        class_names=np.array([*job["class_names"], "reject"]),
+        class_names=np.array([*job.class_names, "reject"]),
     )
     return out.getvalue()

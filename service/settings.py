@@ -39,6 +39,16 @@ class CommonSettings(BaseSettings):
     stale_after_seconds: float = Field(
         30.0, description="A lease not renewed for this long is stale: the task is re-queued."
     )
+    min_free_mb: int = Field(
+        256,
+        description="Free disk below this is 'disk full': /readyz says so, and jobs that "
+        "failed for want of space resume once there is this much again.",
+    )
+    job_memory_mb: int = Field(
+        4096,
+        description="Memory one job may use: jobs estimated above it are refused (422), and a "
+        "worker process running a job cannot allocate beyond it.",
+    )
 
     @property
     def embedded(self) -> bool:
@@ -66,9 +76,26 @@ class ServiceSettings(CommonSettings):
     max_upload_bytes: int = Field(
         256 * 1024 * 1024, description="Largest classifier or dataset upload (413 above it)."
     )
+    max_body_bytes: int = Field(
+        1024 * 1024, description="Largest request body other than an upload (413 above it)."
+    )
     max_steps: int = Field(20_000, description="Largest training budget a job may ask for.")
     max_samples_per_class: int = Field(1_000, description="Most samples per class a job may ask.")
     max_batch_size: int = Field(1_024, description="Largest batch size a job may ask for.")
+    trust_forwarded_host: bool = Field(
+        False,
+        description="Behind a proxy that sets X-Forwarded-Host: the dashboard's forms may come "
+        "from that host.",
+    )
+    quota_active_jobs: int = Field(
+        20, description="Jobs a tenant may have queued or running at once (429 above)."
+    )
+    quota_validations: int = Field(
+        10, description="Uploads a tenant may have waiting for validation at once (429 above)."
+    )
+    quota_stored_bytes: int = Field(
+        20 * 1024**3, description="Bytes a tenant may store: uploads and job files (429 above)."
+    )
 
     @property
     def loopback(self) -> bool:

@@ -53,6 +53,7 @@ class _Collector:
         self.filename: str | None = None
         self.content_type: str | None = None
         self.saw_file = False
+        self.ended = False  # the closing boundary arrived: the body is complete
         self._header_field = b""
         self._header_value = b""
         self._headers: dict[str, bytes] = {}
@@ -69,6 +70,7 @@ class _Collector:
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._part_data,
             "on_part_end": self._part_end,
+            "on_end": self._end,
         }
 
     def _part_begin(self) -> None:
@@ -119,6 +121,9 @@ class _Collector:
             if len(self._value) > MAX_FIELD_BYTES:
                 raise InvalidField(f"longer than {MAX_FIELD_BYTES} bytes", field=self._name)
 
+    def _end(self) -> None:
+        self.ended = True
+
     def _part_end(self) -> None:
         if not self._is_file and self._name is not None:
             try:
@@ -152,6 +157,12 @@ async def receive_upload(
     except BaseException:
         collector.spool.close()
         raise
+    if not collector.ended:
+        collector.spool.close()
+        raise BadRequest(
+            "the multipart body ends before its closing boundary: the upload was cut off, "
+            "send it again"
+        )
     if not collector.saw_file:
         collector.spool.close()
         raise InvalidField(f"missing the file part '{file_field}'", field=file_field)

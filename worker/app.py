@@ -1,5 +1,6 @@
-"""The worker's Celery app: the shared configuration (service.queue) plus the tasks, and a
-reaper thread in the worker's main process that re-queues jobs whose worker died."""
+"""The worker's Celery app: the shared configuration (service.queue) plus the tasks, and the
+housekeeping thread in the worker's main process (service.housekeeping: re-queues jobs whose
+worker died, publishes what a crash left unpublished, collects orphaned blobs)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from typing import Any
 
 from celery import Celery, signals
 
-from service.background import Reaper
+from service.housekeeping import Housekeeper
 from service.queue import GPU_QUEUE, make_celery
 from worker import tasks
 from worker.context import bind_app, get_context
+from worker.limits import cap_address_space
 from worker.settings import get_worker_settings
 
 log = logging.getLogger(__name__)
 
-_reaper: Reaper | None = None
+_housekeeper: Housekeeper | None = None
 
 
 def create_worker_app(*, preload_engine: bool = False) -> Celery:
@@ -25,33 +27,54 @@ def create_worker_app(*, preload_engine: bool = False) -> Celery:
     app = make_celery(get_worker_settings())
     tasks.register(app)
     bind_app(app)
-    signals.worker_ready.connect(_start_reaper, weak=False)
-    signals.worker_shutdown.connect(_stop_reaper, weak=False)
+    signals.worker_ready.connect(_start_housekeeping, weak=False)
+    signals.worker_shutdown.connect(_stop_housekeeping, weak=False)
     if preload_engine:
-        signals.worker_process_init.connect(_import_engine, weak=False)
+        signals.worker_process_init.connect(_prepare_job_process, weak=False)
     return app
 
 
-def _import_engine(**_: Any) -> None:
-    import worker.jobs  # noqa: F401  (torch, the engine, the job runner)
+JOB_HEADROOM = 1024 * 1024 * 1024
+"""Address space a job process may map beyond its memory budget: thread stacks and allocator
+arenas are reserved, not used, and count against RLIMIT_AS all the same."""
 
 
-def _start_reaper(**_: Any) -> None:
-    global _reaper
+def _prepare_job_process(**_: Any) -> None:
+    """In each pool child as it starts: import torch and the job code (the first job does not
+    pay for it), and cap the child's memory at the budget of one job (on the CPU; CUDA
+    reserves address space by the terabyte, so there the cap would fail every job)."""
+    import torch
+
+    import worker.jobs  # noqa: F401  (the engine, the job runner)
+
+    settings = get_worker_settings()
+    if torch.cuda.is_available() or (settings.device or "").startswith("cuda"):
+        return
+    cap = cap_address_space(settings.job_memory_mb * 1024 * 1024 + JOB_HEADROOM)
+    log.info("job process capped at %.0f MB of address space", cap / 2**20)
+
+
+def _start_housekeeping(**_: Any) -> None:
+    global _housekeeper
     ctx = get_context()
-    _reaper = Reaper(
-        ctx.stores.jobs,
+    s = ctx.settings
+    _housekeeper = Housekeeper(
+        ctx.stores,
         ctx.celery,
-        interval=ctx.settings.reaper_seconds,
-        stale_after=ctx.settings.stale_after_seconds,
+        interval=s.reaper_seconds,
+        stale_after=s.stale_after_seconds,
+        republish_grace=s.republish_after_seconds,
+        gc_interval=s.gc_seconds,
+        gc_grace=s.gc_grace_seconds,
+        min_free=s.min_free_mb * 2**20,
     )
-    _reaper.start()
-    log.info("reaper started (every %.1fs)", ctx.settings.reaper_seconds)
+    _housekeeper.start()
+    log.info("housekeeping started (every %.1fs)", s.reaper_seconds)
 
 
-def _stop_reaper(**_: Any) -> None:
-    if _reaper is not None:
-        _reaper.stop()
+def _stop_housekeeping(**_: Any) -> None:
+    if _housekeeper is not None:
+        _housekeeper.stop()
 
 
 def run_worker(queues: str, concurrency: int, name: str | None, loglevel: str = "INFO") -> None:

@@ -8,33 +8,46 @@ from typing import Any
 
 import torch
 
+from models.contracts.classifier import ClassifierSpec
 from models.loading import ClassifierRejected, canonical_bytes, check_classifier, load_classifier
-from models.reference_data import DatasetRejected, read_reference, save_reference
-from models.spec import ClassifierSpec
+from models.profiling import measure_cost
+from models.reference_data import (
+    DatasetRejected,
+    ReferenceLimits,
+    read_reference,
+    save_reference,
+)
 from worker.sandbox import Rejected
 
 
-def check_classifier_upload(upload: str, record: dict[str, Any], canonical: str) -> dict[str, Any]:
-    """Load the model as declared, run one forward and backward pass, write the clean copy."""
+def check_classifier_upload(
+    upload: str, declared: str, canonical: str, memory_budget_mb: int
+) -> dict[str, Any]:
+    """Load the model as `declared` (a ClassifierSpec as JSON), run forward and backward passes
+    (measuring their cost per batch within a quarter of the sandbox's memory), write the
+    clean copy."""
     torch.set_num_threads(1)
-    spec = ClassifierSpec.from_dict(record)
+    spec = ClassifierSpec.model_validate_json(declared)
     data = Path(upload).read_bytes()
     try:
         classifier = load_classifier(data, spec, device=torch.device("cpu"))
         report = check_classifier(classifier)
+        cost = measure_cost(classifier, budget_bytes=memory_budget_mb * 2**20 / 4)
         Path(canonical).write_bytes(canonical_bytes(data, spec))
     except ClassifierRejected as exc:
         raise Rejected(str(exc)) from exc
     return {
         "param_count": int(report.param_count),
         "forward_latency_ms": float(report.forward_latency_ms),
+        "cost": cost.model_dump(),
     }
 
 
-def check_dataset_upload(upload: str, fmt: str, canonical: str) -> dict[str, Any]:
-    """Read the reference set with every limit, write it back as a plain `.npz`."""
+def check_dataset_upload(upload: str, fmt: str, canonical: str, max_bytes: int) -> dict[str, Any]:
+    """Read the reference set with every limit (at most `max_bytes` of images unpacked),
+    write it back as a plain `.npz`."""
     try:
-        ref = read_reference(Path(upload), fmt)
+        ref = read_reference(Path(upload), fmt, ReferenceLimits(max_bytes=max_bytes))
     except DatasetRejected as exc:
         raise Rejected(str(exc)) from exc
     save_reference(ref, Path(canonical))
@@ -42,4 +55,5 @@ def check_dataset_upload(upload: str, fmt: str, canonical: str) -> dict[str, Any
         "count": int(ref.x.shape[0]),
         "input_shape": list(ref.shape),
         "has_labels": ref.y is not None,
+        "label_max": None if ref.y is None or not len(ref.y) else int(ref.y.max()),
     }

@@ -7,23 +7,37 @@ once, then forks one child per check. A check thus starts in milliseconds instea
 the upload and answers with JSON, never a pickle: a child subverted by a hostile file cannot
 reach into the worker through its answer. A child that crashes, exhausts a limit or hangs ends
 as a `SandboxFailure` with a reason a user can read; the zygote itself is restarted if it dies.
+
+Isolation (bubblewrap, Debian's `bwrap`): the zygote runs in its own network, PID, IPC and
+user namespaces, on a read-only view of the system (the interpreter, the project, /usr, /etc),
+a private empty /tmp and none of the service's data: it can reach no socket and write nowhere
+but the exchange folder where the validation puts the upload and takes the canonical copy.
+`isolation="auto"` uses it when it works here (unprivileged containers may forbid namespaces)
+and says so in the log when it does not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
 import os
 import resource
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import IO, Any, cast
+from pathlib import Path
+from typing import IO, Any, Literal, cast
+
+from worker.limits import cap_address_space
 
 log = logging.getLogger(__name__)
 
@@ -68,27 +82,80 @@ class _Lines:
         return line.decode()
 
 
-class Sandbox:
-    """A zygote and the checks run through it, one at a time."""
+Isolation = Literal["auto", "bwrap", "none"]
+ZYGOTE = [sys.executable, "-c", "from worker.sandbox import zygote; zygote()"]
+"""Not `-m worker.sandbox`: as __main__ this module's classes (Rejected) would be other classes
+than the ones the checks raise."""
 
-    def __init__(self) -> None:
+
+def _readable_roots() -> list[Path]:
+    """What the zygote must read: the interpreter, the environment, the project's code."""
+    roots = {Path(sys.base_prefix), Path(sys.prefix)}
+    for package in ("worker", "models"):
+        roots.add(Path(importlib.import_module(package).__file__ or ".").resolve().parent.parent)
+    roots |= {Path(p) for p in ("/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc")}
+    return sorted(p for p in roots if p.exists())
+
+
+def bwrap_command(exchange: Path, hidden: Sequence[Path] = ()) -> list[str]:
+    """The zygote inside bubblewrap: `exchange` writable, `hidden` folders (the service's data)
+    replaced by empty ones, everything else it can see read-only, no network."""
+    command = ["bwrap", "--die-with-parent", "--unshare-all", "--new-session"]
+    for root in _readable_roots():
+        command += ["--ro-bind", str(root), str(root)]
+    command += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for folder in hidden:
+        if folder.exists():
+            command += ["--tmpfs", str(folder.resolve())]
+    command += ["--bind", str(exchange), str(exchange), "--chdir", "/", "--"]
+    return command + ZYGOTE
+
+
+class Sandbox:
+    """A zygote and the checks run through it, one at a time; `exchange` is the only folder a
+    check may write (uploads in, canonical copies out), `hidden` folders it must not see."""
+
+    def __init__(self, isolation: Isolation = "none", hidden: Sequence[Path] = ()) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lines: _Lines | None = None
         self._lock = threading.Lock()
+        self._isolation, self._hidden = isolation, tuple(hidden)
+        self.exchange = Path(tempfile.mkdtemp(prefix="c3-sandbox-"))
+        self.isolated = False
+
+    def _command(self) -> list[str]:
+        if self._isolation == "none":
+            return ZYGOTE
+        command = bwrap_command(self.exchange, self._hidden)
+        probe = [*command[: command.index("--") + 1], "true"]
+        if shutil.which("bwrap") and _works(probe):
+            self.isolated = True
+            return command
+        if self._isolation == "bwrap":
+            raise SandboxFailure("the validation sandbox cannot isolate itself (bwrap fails)")
+        log.warning("bubblewrap is unavailable here: validating uploads without namespaces")
+        return ZYGOTE
 
     def _zygote(self) -> tuple[subprocess.Popen[bytes], _Lines]:
         if self._proc is None or self._proc.poll() is not None or self._lines is None:
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1",
                    "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
             self._proc = subprocess.Popen(
-                # Not `-m worker.sandbox`: as __main__ this module's classes (Rejected) would be
-                # other classes than the ones the checks raise.
-                [sys.executable, "-c", "from worker.sandbox import zygote; zygote()"],
+                self._command(),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd="/",
                 start_new_session=True,
             )  # fmt: skip
             self._lines = _Lines(cast(IO[bytes], self._proc.stdout))
         return self._proc, self._lines
+
+    @contextlib.contextmanager
+    def workdir(self) -> Iterator[Path]:
+        """A fresh folder inside the exchange folder, removed afterwards."""
+        path = Path(tempfile.mkdtemp(dir=self.exchange))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
     def run(self, check: str, args: list[Any], limits: Limits) -> dict[str, Any]:
         """`check` ("module:function") on JSON `args` in a limited child; its JSON result."""
@@ -105,8 +172,7 @@ class Sandbox:
                 pid = json.loads(started)["pid"]
                 line = lines.read(timeout=limits.wall_seconds)
                 if line is None:
-                    os.kill(pid, signal.SIGKILL)
-                    lines.read(timeout=30)
+                    self._kill_hung(pid, lines)
                     raise SandboxFailure(
                         f"validation did not finish within {limits.wall_seconds:.0f} s (a hang?)"
                     )
@@ -123,18 +189,39 @@ class Sandbox:
         value: dict[str, Any] = answer["value"]
         return value
 
+    def _kill_hung(self, pid: int, lines: _Lines) -> None:
+        """A hung check: its pid means something only inside the zygote's PID namespace, so an
+        isolated zygote is replaced whole (its namespace takes the child with it)."""
+        if self.isolated:
+            self.close()
+            return
+        os.kill(pid, signal.SIGKILL)
+        lines.read(timeout=30)
+
     def close(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
+            os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait()
+        self._proc = None
 
 
-_sandbox = Sandbox()
+_sandboxes: dict[int, Sandbox] = {}
 
 
-def run_sandboxed(check: str, args: list[Any], limits: Limits) -> dict[str, Any]:
-    """Run a check in this process's sandbox (started on first use)."""
-    return _sandbox.run(check, args, limits)
+def process_sandbox(isolation: Isolation, hidden: Sequence[Path]) -> Sandbox:
+    """This process's sandbox (its zygote starts on first use)."""
+    sandbox = _sandboxes.get(os.getpid())
+    if sandbox is None:
+        _sandboxes.clear()  # a forked child does not share its parent's zygote
+        sandbox = _sandboxes[os.getpid()] = Sandbox(isolation, hidden)
+    return sandbox
+
+
+def _works(command: list[str]) -> bool:
+    try:
+        return subprocess.run(command, capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def _crash_reason(exit_code: int, limits: Limits) -> str:
@@ -150,18 +237,9 @@ def _crash_reason(exit_code: int, limits: Limits) -> str:
 # -- inside the zygote and its children ----------------------------------------------------
 
 
-def _address_space() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def _limit(limits: Limits) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
-    cap = _address_space() + limits.memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    cap_address_space(limits.memory_mb * 1024 * 1024)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     signal.alarm(int(limits.wall_seconds) + 5)  # a backstop if the worker is gone
 
@@ -178,7 +256,7 @@ def _answer_for(request: dict[str, Any]) -> dict[str, Any]:
     try:
         return {"ok": True, "value": check(*request["args"])}
     except Rejected as exc:
-        return {"ok": False, "reason": str(exc)}
+        return {"ok": False, "reason": str(exc) or "the file was refused"}
     except RecursionError:
         return {"ok": False, "reason": "the file nests too deeply to be read"}
     except Exception as exc:  # anything else a hostile file provokes in a parser

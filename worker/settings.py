@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 
@@ -25,9 +26,26 @@ class WorkerSettings(CommonSettings):
     reaper_seconds: float = Field(
         10.0, description="How often a worker looks for jobs whose worker died."
     )
+    republish_after_seconds: float = Field(
+        10.0, description="A queued record whose message was never sent gets it after this long."
+    )
+    gc_seconds: float = Field(300.0, description="How often a worker collects orphaned blobs.")
+    gc_grace_seconds: float = Field(
+        600.0, description="Orphaned or partial blobs are collected once this old."
+    )
     validate_cpu_seconds: int = Field(60, description="CPU-time limit of an upload validation.")
     validate_memory_mb: int = Field(4096, description="Address-space limit of a validation.")
     validate_wall_seconds: float = Field(120.0, description="Wall-clock limit of a validation.")
+    sandbox_isolation: Literal["auto", "bwrap", "none"] = Field(
+        "auto",
+        description="Namespaces for the validation sandbox (bubblewrap): `auto` uses them where "
+        "they work, `bwrap` requires them, `none` goes without.",
+    )
+    max_dataset_bytes: int = Field(
+        256 * 1024 * 1024,
+        description="Largest reference set, its images unpacked (a 2 MB archive of zeros may "
+        "unpack to gigabytes).",
+    )
 
 
 @lru_cache

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -10,52 +10,40 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import CeleryDep, SettingsDep, StoresDep, TenantDep
 from service.errors import Conflict, InvalidField
-from service.records import CLASSIFIER
+from service.records import ClassifierRecord, Upload, UploadState
 from service.registry import (
     blob_chunks,
-    classifier_fields,
+    classifier_record,
     delete_registered,
     get_owned,
     list_registered,
     register_upload,
 )
-from service.schemas import ClassifierCreate, ClassifierPublic, ClassifiersPublic
+from service.schemas import ClassifierCreate, ClassifierPublic, ClassifiersPublic, DatasetPublic
 from service.storage import keys
 
 router = APIRouter(prefix="/classifiers", tags=["classifiers"])
 
 
-def get_classifier(id: str, tenant: TenantDep, stores: StoresDep) -> dict[str, Any]:
-    return get_owned(stores, CLASSIFIER, id, tenant)
+def get_classifier(id: str, tenant: TenantDep, stores: StoresDep) -> ClassifierRecord:
+    return get_owned(stores, ClassifierRecord, id, tenant)
 
 
-ClassifierDep = Annotated[dict[str, Any], Depends(get_classifier)]
+ClassifierDep = Annotated[ClassifierRecord, Depends(get_classifier)]
+P = TypeVar("P", ClassifierPublic, DatasetPublic)
 
 
-def to_public(doc: dict[str, Any]) -> ClassifierPublic:
-    links = {"self": f"/classifiers/{doc['id']}"}
-    if doc["state"] == "ready":
-        links["file"] = f"/classifiers/{doc['id']}/file"
-    return ClassifierPublic(
-        **{k: v for k, v in doc.items() if k in ClassifierPublic.model_fields},
-        num_classes=len(doc["class_names"]),
-        status=doc["state"],
-        reason=(doc.get("error") or {}).get("detail"),
-        links=links,
-    )
-
-
-def verdict_response(doc: dict[str, Any], response: Response, public: Any) -> Any:
+def verdict_response(record: Upload, response: Response, public: P) -> P:
     """202 while validating, 201 once ready; a rejection is a 422 naming the reason."""
     response.headers["Location"] = public.links["self"]
-    if doc["state"] == "rejected":
+    if record.state == UploadState.REJECTED:
         raise InvalidField(
             public.reason or "rejected",
             field="file",
-            id=doc["id"],
+            id=record.id,
             headers={"Location": public.links["self"]},
         )
-    response.status_code = 201 if doc["state"] == "ready" else 202
+    response.status_code = 201 if record.state == UploadState.READY else 202
     return public
 
 
@@ -77,18 +65,18 @@ async def create_classifier(
     """Stores the file and queues its validation in a sandboxed worker process. Returns 202 with
     status `validating`; with `Prefer: wait=N` it waits up to N seconds for the verdict (201 when
     ready, 422 with the reason when rejected)."""
-    doc = await register_upload(
+    record = await register_upload(
         request,
-        kind=CLASSIFIER,
+        model=ClassifierRecord,
         tenant=tenant,
         stores=stores,
         celery=celery,
         settings=settings,
         schema=ClassifierCreate,
         upload_key=keys.classifier_upload,
-        fields=classifier_fields,
+        record=classifier_record,
     )
-    return verdict_response(doc, response, to_public(doc))
+    return verdict_response(record, response, ClassifierPublic.of(record))
 
 
 @router.get("", response_model=ClassifiersPublic)
@@ -102,42 +90,44 @@ def list_classifiers(
     status: str | None = None,
 ) -> ClassifiersPublic:
     page = list_registered(
-        stores, CLASSIFIER, tenant, name=name, tag=tag, status=status, offset=offset, limit=limit
+        stores,
+        ClassifierRecord,
+        tenant,
+        name=name,
+        tag=tag,
+        status=status,
+        offset=offset,
+        limit=limit,
     )
-    return ClassifiersPublic(data=[to_public(d) for d in page.items], count=page.count)
+    return ClassifiersPublic(data=[ClassifierPublic.of(r) for r in page.items], count=page.count)
 
 
 @router.get("/{id}", response_model=ClassifierPublic)
 def read_classifier(classifier: ClassifierDep) -> ClassifierPublic:
-    return to_public(classifier)
+    return ClassifierPublic.of(classifier)
 
 
 @router.delete("/{id}", status_code=204)
 def delete_classifier(classifier: ClassifierDep, stores: StoresDep) -> Response:
-    delete_registered(
-        stores,
-        CLASSIFIER,
-        classifier,
-        keys.classifier_prefix(classifier["tenant"], classifier["id"]),
-    )
+    delete_registered(stores, classifier, keys.classifier_prefix(classifier.tenant, classifier.id))
     return Response(status_code=204)
 
 
 @router.get("/{id}/file", response_class=StreamingResponse)
 async def download_classifier(classifier: ClassifierDep, stores: StoresDep) -> StreamingResponse:
     """The canonical copy made by the validation (not the bytes as uploaded)."""
-    if classifier["state"] != "ready":
-        raise Conflict(f"the classifier is {classifier['state']}, not ready: no file to download")
-    key = keys.classifier_canonical(classifier["tenant"], classifier["id"])
+    if classifier.state != UploadState.READY:
+        raise Conflict(f"the classifier is {classifier.state}, not ready: no file to download")
+    key = keys.classifier_canonical(classifier.tenant, classifier.id)
     size = await run_in_threadpool(stores.artifacts.size, key)
     stream = await run_in_threadpool(stores.artifacts.open, key)
-    suffix = "onnx" if classifier["format"] == "onnx" else "safetensors"
+    suffix = "onnx" if classifier.format == "onnx" else "safetensors"
     return StreamingResponse(
         blob_chunks(stream),
         media_type="application/octet-stream",
         headers={
             "Content-Length": str(size),
-            "Content-Disposition": f'attachment; filename="{classifier["id"]}.{suffix}"',
-            "ETag": f'"{classifier.get("canonical_sha256", "")}"',
+            "Content-Disposition": f'attachment; filename="{classifier.id}.{suffix}"',
+            "ETag": f'"{classifier.canonical_sha256 or ""}"',
         },
     )

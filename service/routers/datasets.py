@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service.deps import CeleryDep, SettingsDep, StoresDep, TenantDep
-from service.records import DATASET
+from service.records import DatasetRecord
 from service.registry import (
-    dataset_fields,
+    dataset_record,
     delete_registered,
     get_owned,
     list_registered,
@@ -22,20 +22,11 @@ from service.storage import keys
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
-def get_dataset(id: str, tenant: TenantDep, stores: StoresDep) -> dict[str, Any]:
-    return get_owned(stores, DATASET, id, tenant)
+def get_dataset(id: str, tenant: TenantDep, stores: StoresDep) -> DatasetRecord:
+    return get_owned(stores, DatasetRecord, id, tenant)
 
 
-DatasetDep = Annotated[dict[str, Any], Depends(get_dataset)]
-
-
-def to_public(doc: dict[str, Any]) -> DatasetPublic:
-    return DatasetPublic(
-        **{k: v for k, v in doc.items() if k in DatasetPublic.model_fields},
-        status=doc["state"],
-        reason=(doc.get("error") or {}).get("detail"),
-        links={"self": f"/datasets/{doc['id']}"},
-    )
+DatasetDep = Annotated[DatasetRecord, Depends(get_dataset)]
 
 
 @router.post(
@@ -55,18 +46,18 @@ async def create_dataset(
 ) -> Any:
     """Stores the file and queues its validation (shape, dtype, range, size limits) in a
     sandboxed worker process; `Prefer: wait=N` waits for the verdict as for classifiers."""
-    doc = await register_upload(
+    record = await register_upload(
         request,
-        kind=DATASET,
+        model=DatasetRecord,
         tenant=tenant,
         stores=stores,
         celery=celery,
         settings=settings,
         schema=DatasetCreate,
         upload_key=keys.dataset_upload,
-        fields=dataset_fields,
+        record=dataset_record,
     )
-    return verdict_response(doc, response, to_public(doc))
+    return verdict_response(record, response, DatasetPublic.of(record))
 
 
 @router.get("", response_model=DatasetsPublic)
@@ -80,19 +71,17 @@ def list_datasets(
     status: str | None = None,
 ) -> DatasetsPublic:
     page = list_registered(
-        stores, DATASET, tenant, name=name, tag=tag, status=status, offset=offset, limit=limit
+        stores, DatasetRecord, tenant, name=name, tag=tag, status=status, offset=offset, limit=limit
     )
-    return DatasetsPublic(data=[to_public(d) for d in page.items], count=page.count)
+    return DatasetsPublic(data=[DatasetPublic.of(r) for r in page.items], count=page.count)
 
 
 @router.get("/{id}", response_model=DatasetPublic)
 def read_dataset(dataset: DatasetDep) -> DatasetPublic:
-    return to_public(dataset)
+    return DatasetPublic.of(dataset)
 
 
 @router.delete("/{id}", status_code=204)
 def delete_dataset(dataset: DatasetDep, stores: StoresDep) -> Response:
-    delete_registered(
-        stores, DATASET, dataset, keys.dataset_prefix(dataset["tenant"], dataset["id"])
-    )
+    delete_registered(stores, dataset, keys.dataset_prefix(dataset.tenant, dataset.id))
     return Response(status_code=204)

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from service import samples
+from models.contracts.artifacts import ArtifactName
+from service import quotas, samples
 from service.deps import CeleryDep, SettingsDep, StoresDep, TenantDep
 from service.errors import Conflict, InvalidField
-from service.jobs import (
-    cancel,
-    enqueue,
-    events_stream,
-    new_sampling_job,
-    resume,
-    start_job,
-    to_public,
-)
-from service.records import FINISHED_JOB_STATES, JOB
+from service.jobs import cancel, enqueue, new_sampling_job, resume, start_job
+from service.records import FINISHED_JOB_STATES, JobRecord, StateEvent, events_stream
 from service.registry import get_owned
 from service.schemas import (
     InversionCreate,
@@ -33,27 +24,27 @@ from service.schemas import (
     SamplesPublic,
     SamplingCreate,
 )
-from service.storage import Stores, keys
+from service.storage import keys
 
 router = APIRouter(prefix="/inversions", tags=["inversions"])
 
 RETRY_AFTER_SECONDS = "2"
 SSE_POLL_SECONDS = 0.5
-SSE_KEEPALIVE_SECONDS = 15.0
+SSE_RETRY_MS = 2000
 
 
-def get_job(id: str, tenant: TenantDep, stores: StoresDep) -> dict[str, Any]:
-    return get_owned(stores, JOB, id, tenant)
+def get_job(id: str, tenant: TenantDep, stores: StoresDep) -> JobRecord:
+    return get_owned(stores, JobRecord, id, tenant)
 
 
-JobDep = Annotated[dict[str, Any], Depends(get_job)]
+JobDep = Annotated[JobRecord, Depends(get_job)]
 
 
-def _with_status_headers(response: Response, job: dict[str, Any]) -> InversionPublic:
-    response.headers["Location"] = f"/inversions/{job['id']}"
-    if job["state"] not in FINISHED_JOB_STATES:
+def _with_status_headers(response: Response, job: JobRecord) -> InversionPublic:
+    response.headers["Location"] = f"/inversions/{job.id}"
+    if job.state not in FINISHED_JOB_STATES:
         response.headers["Retry-After"] = RETRY_AFTER_SECONDS
-    return to_public(job)
+    return InversionPublic.of(job)
 
 
 @router.post("", status_code=202, response_model=InversionPublic)
@@ -82,15 +73,15 @@ def list_inversions(
     state: str | None = None,
     method: str | None = None,
 ) -> InversionsPublic:
-    def match(doc: dict[str, Any]) -> bool:
-        return (classifier_id is None or doc["classifier_id"] == classifier_id) and (
-            method is None or doc["method"] == method
+    def match(job: JobRecord) -> bool:
+        return (classifier_id is None or job.classifier_id == classifier_id) and (
+            method is None or job.method == method
         )
 
     page = stores.jobs.list(
-        JOB, tenant=tenant, state=state, match=match, offset=offset, limit=limit
+        JobRecord, tenant=tenant, state=state, match=match, offset=offset, limit=limit
     )
-    return InversionsPublic(data=[to_public(d) for d in page.items], count=page.count)
+    return InversionsPublic(data=[InversionPublic.of(j) for j in page.items], count=page.count)
 
 
 @router.get("/{id}", response_model=InversionPublic)
@@ -117,55 +108,43 @@ def resume_inversion(
 
 @router.delete("/{id}", status_code=204)
 def delete_inversion(job: JobDep, stores: StoresDep) -> Response:
-    if job["state"] not in FINISHED_JOB_STATES:
-        raise Conflict(f"job {job['id']} is {job['state']}: cancel it first")
-    stores.jobs.delete(JOB, job["id"])
-    stores.jobs.delete_events(events_stream(job["id"]))
-    stores.artifacts.delete_prefix(keys.job_prefix(job["tenant"], job["id"]))
-    samples.forget(job["id"])
+    if job.state not in FINISHED_JOB_STATES:
+        raise Conflict(f"job {job.id} is {job.state}: cancel it first")
+    # Files first: that frees space even when the disk is full, and a crash in between leaves a
+    # record whose files read as gone (and can be deleted again), never files without a record.
+    stores.artifacts.delete_prefix(keys.job_prefix(job.tenant, job.id))
+    samples.forget(job.id)
+    stores.jobs.delete_events(events_stream(job.id))
+    stores.jobs.delete(JobRecord, job.id)
     return Response(status_code=204)
 
 
-@router.get("/{id}/events", response_class=StreamingResponse)
+@router.get("/{id}/events", response_class=EventSourceResponse)
 async def follow_inversion(
     job: JobDep,
     request: Request,
     stores: StoresDep,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events: `progress` while training, `state` on every change; ends after the
     final state. Reconnect with `Last-Event-ID` to resume where you left off."""
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    return StreamingResponse(
-        _event_stream(request, stores, job["id"], after),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-
-
-async def _event_stream(
-    request: Request, stores: Stores, job_id: str, after: int
-) -> AsyncIterator[str]:
-    stream = events_stream(job_id)
-    last_sent = time.monotonic()
-    yield "retry: 2000\n\n"
+    stream = events_stream(job.id)
+    yield ServerSentEvent(retry=SSE_RETRY_MS, comment="c3 job events")
     while True:
         events = await run_in_threadpool(stores.jobs.read_events, stream, after)
         for seq, event in events:
             after = seq
-            yield f"id: {seq}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
-            last_sent = time.monotonic()
-            if event["type"] == "state" and event["state"] in FINISHED_JOB_STATES:
+            yield ServerSentEvent(
+                raw_data=event.model_dump_json(exclude_none=True), event=event.type, id=str(seq)
+            )
+            if isinstance(event, StateEvent) and event.state in FINISHED_JOB_STATES:
                 return
         if not events:
-            job = await run_in_threadpool(stores.jobs.get, JOB, job_id)
-            if job is None:
+            if await run_in_threadpool(stores.jobs.get, JobRecord, job.id) is None:
                 return
             if await request.is_disconnected():
                 return
-            if time.monotonic() - last_sent > SSE_KEEPALIVE_SECONDS:
-                yield ": keep-alive\n\n"
-                last_sent = time.monotonic()
             await asyncio.sleep(SSE_POLL_SECONDS)
 
 
@@ -183,8 +162,8 @@ def list_samples(
     records = [
         r
         for r in samples.sample_index(stores.artifacts, job)
-        if (class_ is None or r["target"] == class_)
-        and min_confidence <= r["confidence"] <= max_confidence
+        if (class_ is None or r.target == class_)
+        and min_confidence <= r.confidence <= max_confidence
     ]
     page = records[offset : offset + limit]
     return SamplesPublic(data=[samples.to_public(job, r) for r in page], count=len(records))
@@ -200,6 +179,7 @@ def sample_more(
     body: Annotated[SamplingCreate, Body()] = SamplingCreate(),  # noqa: B008
 ) -> InversionPublic:
     """Draw new samples from this job's trained generator: a quick follow-up job, no training."""
+    quotas.check_jobs(stores.jobs, settings, job.tenant)
     follow_up = new_sampling_job(settings, job, body)
     enqueue(stores, celery, follow_up)
     return _with_status_headers(response, follow_up)
@@ -218,9 +198,15 @@ def grid_image(
     job: JobDep,
     request: Request,
     stores: StoresDep,
-    classes: Annotated[str | None, Query(description="Comma-separated class indices")] = None,
+    classes: Annotated[
+        str | None, Query(max_length=8000, description="Comma-separated class indices")
+    ] = None,
+    per_class: Annotated[
+        int, Query(ge=1, le=1000, description="Samples shown per class (the first ones)")
+    ] = 100,
 ) -> Response:
-    """The samples as a grid, one row per class (optionally only `classes`)."""
+    """The samples as a grid, one row per class (optionally only `classes`), at most
+    `samples.MAX_GRID_PIXELS` pixels."""
     wanted = None
     if classes:
         try:
@@ -229,7 +215,10 @@ def grid_image(
             raise InvalidField(
                 "comma-separated class indices, e.g. 0,3,7", field="classes"
             ) from None
-    return samples.immutable(request, samples.grid_png(stores.artifacts, job, wanted), "image/png")
+        if len(set(wanted)) != len(wanted):
+            raise InvalidField("each class at most once", field="classes")
+    grid = samples.grid_png(stores.artifacts, job, wanted, per_class)
+    return samples.immutable(request, grid, "image/png")
 
 
 def _download(request: Request, data: bytes, media_type: str, filename: str) -> Response:
@@ -244,7 +233,7 @@ def samples_zip(job: JobDep, request: Request, stores: StoresDep) -> Response:
         request,
         samples.samples_zip(stores.artifacts, job),
         "application/zip",
-        f"{job['id']}-samples.zip",
+        f"{job.id}-samples.zip",
     )
 
 
@@ -255,7 +244,7 @@ def samples_npz(job: JobDep, request: Request, stores: StoresDep) -> Response:
         request,
         samples.samples_npz(stores.artifacts, job),
         "application/octet-stream",
-        f"{job['id']}-samples.npz",
+        f"{job.id}-samples.npz",
     )
 
 
@@ -263,7 +252,7 @@ def samples_npz(job: JobDep, request: Request, stores: StoresDep) -> Response:
 def metrics_json(job: JobDep, request: Request, stores: StoresDep) -> Response:
     """Every metric, per class and overall (see the method notes)."""
     samples.require_succeeded(job)
-    data = stores.artifacts.get(keys.job_metrics_json(job["tenant"], job["id"]))
+    data = samples.artifact(stores.artifacts, job, ArtifactName.METRICS_JSON)
     return samples.immutable(request, data, "application/json")
 
 
@@ -274,5 +263,5 @@ def reject_class_dataset(job: JobDep, request: Request, stores: StoresDep) -> Re
         request,
         samples.reject_class_dataset(stores.artifacts, job),
         "application/octet-stream",
-        f"{job['id']}-reject-class.npz",
+        f"{job.id}-reject-class.npz",
     )

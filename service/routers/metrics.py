@@ -12,12 +12,11 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 
 from service.deps import StoresDep, TenantDep
-from service.records import JOB
+from service.records import JobRecord, JobState
 from service.storage import JobStore
 
 router = APIRouter(tags=["metrics"])
 
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
 
 
@@ -26,31 +25,30 @@ class JobCollector(Collector):
         self._store = store
 
     def collect(self) -> Iterator[Metric]:
-        jobs = self._store.list(JOB).items
+        jobs = self._store.list(JobRecord).items
         by_state = GaugeMetricFamily("c3_jobs", "Inversion jobs by state", labels=["state"])
-        for state in STATES:
-            by_state.add_metric([state], sum(1 for j in jobs if j["state"] == state))
+        for state in JobState:
+            by_state.add_metric([state.value], sum(1 for j in jobs if j.state == state))
         yield by_state
         yield GaugeMetricFamily(
             "c3_queue_depth", "Jobs waiting for a worker",
-            value=sum(1 for j in jobs if j["state"] == "queued"),
+            value=sum(1 for j in jobs if j.state == JobState.QUEUED),
         )  # fmt: skip
         now = time.time()
-        running = [j for j in jobs if j["state"] == "running" and j.get("progress")]
         yield GaugeMetricFamily(
             "c3_step_rate", "Training steps per second over all running jobs",
             value=sum(
-                j["progress"].get("steps_per_second") or 0.0
-                for j in running
-                if now - j["progress"]["updated_at"] < 60
+                j.progress.steps_per_second or 0.0
+                for j in jobs
+                if j.state == JobState.RUNNING
+                and j.progress is not None
+                and now - j.progress.updated_at < 60
             ),
         )  # fmt: skip
         durations = sorted(
-            j["finished_at"] - j["started_at"]
+            j.finished_at - j.started_at
             for j in jobs
-            if j["state"] in ("succeeded", "failed")
-            and j.get("started_at")
-            and j.get("finished_at")
+            if j.state in (JobState.SUCCEEDED, JobState.FAILED) and j.started_at and j.finished_at
         )
         buckets = [(str(b), sum(1 for d in durations if d <= b)) for b in DURATION_BUCKETS]
         buckets.append(("+Inf", len(durations)))

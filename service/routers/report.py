@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from service import report
+from service.dashboard.templating import inline_css, templates
 from service.deps import StoresDep
-from service.routers.dashboard import environment, inline_css
 from service.routers.inversions import JobDep
 
 router = APIRouter(prefix="/inversions", tags=["inversions"])
@@ -65,12 +65,12 @@ def read_report(
     if not html:
         return report.build_report(stores, job)
     context = report.report_context(stores, job)
-    body = environment().get_template("report.html").render(**context, css=inline_css())
+    body = templates().get_template("report.html").render(**context, css=inline_css())
     headers = {
         "Content-Security-Policy": REPORT_CSP,
         "X-Content-Type-Options": "nosniff",
         "Vary": "Accept",
     }
     if download:
-        headers["Content-Disposition"] = f'attachment; filename="{job["id"]}-report.html"'
+        headers["Content-Disposition"] = f'attachment; filename="{job.id}-report.html"'
     return HTMLResponse(body, headers=headers)

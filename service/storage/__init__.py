@@ -9,6 +9,7 @@ from service.storage.base import (
     Mutator,
     Page,
     StoreUnavailable,
+    is_disk_full,
 )
 from service.storage.factory import Stores, open_stores
 
@@ -20,5 +21,6 @@ __all__ = [
     "Page",
     "StoreUnavailable",
     "Stores",
+    "is_disk_full",
     "open_stores",
 ]

@@ -1,25 +1,29 @@
-"""The two storage protocols.
+"""The two storage protocols, and what both job stores share.
 
-Records are JSON documents of a `kind` ("classifier", "dataset", "job"), each with an `id`, a
-`tenant`, a `state` and a `created_at`; the stores index those four and nothing else, so any
-other filter is applied by the caller. Updates go through a mutator under a transaction, which
-is how leases and state machines stay race-free across processes without locks of their own.
+Records are the typed models of `service.records`, one kind each; the stores index `id`,
+`tenant`, `state` and `created_at` and nothing else, so any other filter is applied by the
+caller. A store validates a record on every write and every read (`encode` / `decode`), and
+updates go through a mutator under a transaction that may not move the record along an edge
+its state machine lacks (`check_transition`): that is how leases and states stay race-free
+across processes without locks of their own.
 """
 
 from __future__ import annotations
 
 import builtins
+import errno
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Generic, Protocol, TypeVar
 
-Doc = dict[str, Any]
-Mutator = Callable[[Doc], Doc | None]
-"""Gets a copy of the record; returns the new record, or None to leave it unchanged. It may be
-called more than once (optimistic retries), so it must not have side effects."""
+from service.records import JobEvent, JobEvents, Record, check_transition
 
-Match = Callable[[Doc], bool]
+R = TypeVar("R", bound=Record)
+Mutator = Callable[[R], R | None]
+"""Gets a fresh copy of the record; returns the new record (the same object, changed, is
+fine), or None to leave it unchanged. It may be called more than once (optimistic retries), so
+it must not have side effects."""
 
 
 class StoreUnavailable(RuntimeError):
@@ -30,43 +34,78 @@ class ArtifactNotFound(KeyError):
     """No blob under that key."""
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """A write failed for want of space (on a blob, or in SQLite's file)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "database or disk is full" in str(exc)
+
+
 @dataclass(frozen=True)
-class Page:
-    items: list[Doc]
+class Page(Generic[R]):
+    items: list[R]
     count: int
+
+
+def encode(record: Record) -> str:
+    return record.model_dump_json()
+
+
+def decode(model: type[R], raw: str | bytes) -> R:
+    return model.model_validate_json(raw)
+
+
+def mutated(model: type[R], raw: str | bytes, mutate: Mutator[R]) -> R | None:
+    """`mutate` applied to a fresh copy of the stored record, checked against its state
+    machines and validated; None when the mutator declines."""
+    before = decode(model, raw)
+    after = mutate(decode(model, raw))
+    if after is None:
+        return None
+    after = model.model_validate(after.model_dump())  # a mutator's changes are validated too
+    check_transition(before, after)
+    return after
+
+
+def encode_event(event: JobEvent) -> str:
+    return event.model_dump_json(exclude_none=True)
+
+
+def decode_event(raw: str | bytes) -> JobEvent:
+    return JobEvents.validate_json(raw)
 
 
 class JobStore(Protocol):
     def ping(self) -> None: ...
 
-    def create(self, kind: str, doc: Doc) -> None:
-        """Insert a new record; `doc` carries id, tenant, state and created_at."""
+    def create(self, record: Record) -> None:
+        """Insert a new record (a record with its id already stored is refused)."""
 
-    def get(self, kind: str, id: str) -> Doc | None: ...
+    def get(self, model: type[R], id: str) -> R | None: ...
 
-    def update(self, kind: str, id: str, mutate: Mutator) -> Doc | None:
+    def update(self, model: type[R], id: str, mutate: Mutator[R]) -> R | None:
         """Atomically replace a record by `mutate(record)`; None if missing or unchanged."""
 
-    def delete(self, kind: str, id: str) -> bool: ...
+    def delete(self, model: type[Record], id: str) -> bool: ...
 
     def list(
         self,
-        kind: str,
+        model: type[R],
         *,
         tenant: str | None = None,
         state: str | None = None,
-        match: Match | None = None,
+        match: Callable[[R], bool] | None = None,
         offset: int = 0,
         limit: int | None = None,
-    ) -> Page:
+    ) -> Page[R]:
         """Records newest first; `count` is the number matching before offset and limit."""
 
-    def append_event(self, stream: str, event: Doc) -> int:
+    def append_event(self, stream: str, event: JobEvent) -> int:
         """Append to an event stream; returns its sequence number (1, 2, …)."""
 
     def read_events(
         self, stream: str, after: int = 0, limit: int = 1000
-    ) -> builtins.list[tuple[int, Doc]]: ...
+    ) -> builtins.list[tuple[int, JobEvent]]: ...
 
     def delete_events(self, stream: str) -> None: ...
 
@@ -103,6 +142,15 @@ class ArtifactStore(Protocol):
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every blob under `prefix`; returns how many."""
+
+    def modified_at(self, key: str) -> float:
+        """When the blob was last written (Unix time)."""
+
+    def sweep_partials(self, older_than: float) -> int:
+        """Remove what interrupted writes left behind (Unix time `older_than`); how many."""
+
+    def free_bytes(self) -> int | None:
+        """Space left for blobs (None: the store does not run out, e.g. S3)."""
 
 
 def translate_errors(*driver_errors: type[BaseException]) -> Callable[[type], type]:

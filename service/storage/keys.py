@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from models.contracts.artifacts import ArtifactName
+
+
+def owner(key: str) -> tuple[str, str, str] | None:
+    """(tenant, collection, id) of a record's blob: collection is `classifiers`, `datasets`
+    or `jobs`; None for a key outside that layout."""
+    parts = key.split("/")
+    if len(parts) < 4 or parts[0] != "tenants":
+        return None
+    return parts[1], parts[2], parts[3]
+
 
 def classifier_prefix(tenant: str, id: str) -> str:
     return f"tenants/{tenant}/classifiers/{id}"
@@ -44,19 +55,6 @@ def job_generator(tenant: str, id: str) -> str:
     return f"{job_prefix(tenant, id)}/generator.pt"
 
 
-def job_samples_json(tenant: str, id: str) -> str:
-    return f"{job_prefix(tenant, id)}/samples.json"
-
-
-def job_samples_npz(tenant: str, id: str) -> str:
-    """Every sample's pixels (`x`: n×c×h×w uint8) with targets, predictions, confidences."""
-    return f"{job_prefix(tenant, id)}/samples.npz"
-
-
-def job_metrics_json(tenant: str, id: str) -> str:
-    return f"{job_prefix(tenant, id)}/metrics.json"
-
-
-def job_report_json(tenant: str, id: str) -> str:
-    """Audit-report figures computed by the worker (OOD-detector evasion, histograms)."""
-    return f"{job_prefix(tenant, id)}/report.json"
+def job_artifact(tenant: str, id: str, name: ArtifactName) -> str:
+    """A finished job's files (models.contracts.artifacts): samples, metrics, report."""
+    return f"{job_prefix(tenant, id)}/{name.value}"

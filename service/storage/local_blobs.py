@@ -69,6 +69,27 @@ class LocalArtifactStore:
         except FileNotFoundError as exc:
             raise ArtifactNotFound(key) from exc
 
+    def modified_at(self, key: str) -> float:
+        try:
+            return self._path(key).stat().st_mtime
+        except FileNotFoundError as exc:
+            raise ArtifactNotFound(key) from exc
+
+    def free_bytes(self) -> int | None:
+        return shutil.disk_usage(self._root).free
+
+    def sweep_partials(self, older_than: float) -> int:
+        """Temporary files of writes that a crash interrupted (`.tmp-*`)."""
+        swept = 0
+        for path in self._root.rglob(".tmp-*"):
+            try:
+                if path.stat().st_mtime < older_than:
+                    path.unlink()
+                    swept += 1
+            except FileNotFoundError:
+                continue
+        return swept
+
     def list(self, prefix: str) -> list[str]:
         base = self._path(prefix)
         if not base.is_dir():

@@ -5,12 +5,24 @@ when another writer got there first. Persistence is Redis's own (run it with AOF
 from __future__ import annotations
 
 import builtins
-import json
+from collections.abc import Callable
 
 import redis
 from redis.exceptions import RedisError, WatchError
 
-from service.storage.base import Doc, Match, Mutator, Page, StoreUnavailable, translate_errors
+from service.records import JobEvent, Record
+from service.storage.base import (
+    Mutator,
+    Page,
+    R,
+    StoreUnavailable,
+    decode,
+    decode_event,
+    encode,
+    encode_event,
+    mutated,
+    translate_errors,
+)
 
 _BATCH = 200
 
@@ -41,65 +53,68 @@ class RedisJobStore:
         except RedisError as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
 
-    def create(self, kind: str, doc: Doc) -> None:
-        id, score = doc["id"], doc["created_at"]
+    def create(self, record: Record) -> None:
+        kind, id, score = record.KIND, record.id, record.created_at
         pipe = self._r.pipeline()
-        pipe.set(self._rec(kind, id), json.dumps(doc), nx=True)
+        pipe.set(self._rec(kind, id), encode(record), nx=True)
         pipe.zadd(self._all(kind), {id: score})
-        pipe.zadd(self._by_tenant(kind, doc["tenant"]), {id: score})
-        pipe.zadd(self._by_state(kind, doc["state"]), {id: score})
+        pipe.zadd(self._by_tenant(kind, record.tenant), {id: score})
+        pipe.zadd(self._by_state(kind, record.state), {id: score})
         created, *_ = pipe.execute()
         if not created:
             raise KeyError(f"{kind} {id} exists")
 
-    def get(self, kind: str, id: str) -> Doc | None:
-        raw = self._r.get(self._rec(kind, id))
-        return json.loads(raw) if raw else None
+    def get(self, model: type[R], id: str) -> R | None:
+        raw = self._r.get(self._rec(model.KIND, id))
+        return decode(model, raw) if raw else None
 
-    def update(self, kind: str, id: str, mutate: Mutator) -> Doc | None:
+    def update(self, model: type[R], id: str, mutate: Mutator[R]) -> R | None:
+        kind = model.KIND
         key = self._rec(kind, id)
         with self._r.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(key)
                     raw: str | None = pipe.get(key)  # type: ignore[assignment]
-                    old = json.loads(raw) if raw else None
-                    new = mutate(json.loads(raw)) if raw else None
-                    if old is None or new is None:
+                    new = mutated(model, raw, mutate) if raw else None
+                    if raw is None or new is None:
                         pipe.unwatch()
                         return None
+                    old_state = decode(model, raw).state
                     pipe.multi()
-                    pipe.set(key, json.dumps(new))
-                    if new["state"] != old["state"]:
-                        pipe.zrem(self._by_state(kind, old["state"]), id)
-                        pipe.zadd(self._by_state(kind, new["state"]), {id: new["created_at"]})
+                    pipe.set(key, encode(new))
+                    if new.state != old_state:
+                        pipe.zrem(self._by_state(kind, old_state), id)
+                        pipe.zadd(self._by_state(kind, new.state), {id: new.created_at})
                     pipe.execute()
                     return new
                 except WatchError:
                     continue
 
-    def delete(self, kind: str, id: str) -> bool:
-        doc = self.get(kind, id)
-        if doc is None:
+    def delete(self, model: type[Record], id: str) -> bool:
+        record = self.get(model, id)
+        if record is None:
             return False
+        kind = model.KIND
         pipe = self._r.pipeline()
         pipe.delete(self._rec(kind, id))
         pipe.zrem(self._all(kind), id)
-        pipe.zrem(self._by_tenant(kind, doc["tenant"]), id)
-        pipe.zrem(self._by_state(kind, doc["state"]), id)
+        pipe.zrem(self._by_tenant(kind, record.tenant), id)
+        pipe.zrem(self._by_state(kind, record.state), id)
         pipe.execute()
         return True
 
     def list(
         self,
-        kind: str,
+        model: type[R],
         *,
         tenant: str | None = None,
         state: str | None = None,
-        match: Match | None = None,
+        match: Callable[[R], bool] | None = None,
         offset: int = 0,
         limit: int | None = None,
-    ) -> Page:
+    ) -> Page[R]:
+        kind = model.KIND
         if state is not None:
             index = self._by_state(kind, state)
         elif tenant is not None:
@@ -107,30 +122,30 @@ class RedisJobStore:
         else:
             index = self._all(kind)
         ids = [str(i) for i in self._r.zrevrange(index, 0, -1)]
-        matching: list[Doc] = []
+        matching: list[R] = []
         for start in range(0, len(ids), _BATCH):
             chunk = ids[start : start + _BATCH]
             for raw in self._r.mget([self._rec(kind, i) for i in chunk]):
                 if raw is None:
                     continue
-                doc = json.loads(raw)
-                if tenant is not None and doc["tenant"] != tenant:
+                record = decode(model, raw)
+                if tenant is not None and record.tenant != tenant:
                     continue
-                if state is not None and doc["state"] != state:
+                if state is not None and record.state != state:
                     continue
-                if match is None or match(doc):
-                    matching.append(doc)
+                if match is None or match(record):
+                    matching.append(record)
         end = None if limit is None else offset + limit
         return Page(items=matching[offset:end], count=len(matching))
 
-    def append_event(self, stream: str, event: Doc) -> int:
-        return int(self._r.rpush(f"{self._p}events:{stream}", json.dumps(event)))
+    def append_event(self, stream: str, event: JobEvent) -> int:
+        return int(self._r.rpush(f"{self._p}events:{stream}", encode_event(event)))
 
     def read_events(
         self, stream: str, after: int = 0, limit: int = 1000
-    ) -> builtins.list[tuple[int, Doc]]:
+    ) -> builtins.list[tuple[int, JobEvent]]:
         raws = self._r.lrange(f"{self._p}events:{stream}", after, after + limit - 1)
-        return [(after + i + 1, json.loads(raw)) for i, raw in enumerate(raws)]
+        return [(after + i + 1, decode_event(raw)) for i, raw in enumerate(raws)]
 
     def delete_events(self, stream: str) -> None:
         self._r.delete(f"{self._p}events:{stream}")

@@ -5,12 +5,24 @@ and replaces the record with no other writer in between."""
 from __future__ import annotations
 
 import builtins
-import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from service.storage.base import Doc, Match, Mutator, Page, StoreUnavailable, translate_errors
+from service.records import JobEvent, Record
+from service.storage.base import (
+    Mutator,
+    Page,
+    R,
+    StoreUnavailable,
+    decode,
+    decode_event,
+    encode,
+    encode_event,
+    mutated,
+    translate_errors,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -58,32 +70,39 @@ class SqliteJobStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
 
-    def create(self, kind: str, doc: Doc) -> None:
+    def create(self, record: Record) -> None:
         self._conn().execute(
             "INSERT INTO records (kind, id, tenant, state, created_at, doc) VALUES (?,?,?,?,?,?)",
-            (kind, doc["id"], doc["tenant"], doc["state"], doc["created_at"], json.dumps(doc)),
+            (
+                record.KIND,
+                record.id,
+                record.tenant,
+                record.state,
+                record.created_at,
+                encode(record),
+            ),
         )
 
-    def get(self, kind: str, id: str) -> Doc | None:
+    def get(self, model: type[R], id: str) -> R | None:
         row = (
             self._conn()
-            .execute("SELECT doc FROM records WHERE kind=? AND id=?", (kind, id))
+            .execute("SELECT doc FROM records WHERE kind=? AND id=?", (model.KIND, id))
             .fetchone()
         )
-        return json.loads(row[0]) if row else None
+        return decode(model, row[0]) if row else None
 
-    def update(self, kind: str, id: str, mutate: Mutator) -> Doc | None:
+    def update(self, model: type[R], id: str, mutate: Mutator[R]) -> R | None:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute(
-                "SELECT doc FROM records WHERE kind=? AND id=?", (kind, id)
+                "SELECT doc FROM records WHERE kind=? AND id=?", (model.KIND, id)
             ).fetchone()
-            new = mutate(json.loads(row[0])) if row else None
+            new = mutated(model, row[0], mutate) if row else None
             if new is not None:
                 conn.execute(
                     "UPDATE records SET state=?, doc=? WHERE kind=? AND id=?",
-                    (new["state"], json.dumps(new), kind, id),
+                    (new.state, encode(new), model.KIND, id),
                 )
             conn.execute("COMMIT")
         except BaseException:
@@ -91,31 +110,32 @@ class SqliteJobStore:
             raise
         return new
 
-    def delete(self, kind: str, id: str) -> bool:
-        cur = self._conn().execute("DELETE FROM records WHERE kind=? AND id=?", (kind, id))
+    def delete(self, model: type[Record], id: str) -> bool:
+        cur = self._conn().execute("DELETE FROM records WHERE kind=? AND id=?", (model.KIND, id))
         return cur.rowcount > 0
 
     def list(
         self,
-        kind: str,
+        model: type[R],
         *,
         tenant: str | None = None,
         state: str | None = None,
-        match: Match | None = None,
+        match: Callable[[R], bool] | None = None,
         offset: int = 0,
         limit: int | None = None,
-    ) -> Page:
-        sql, args = "SELECT doc FROM records WHERE kind=?", [kind]
+    ) -> Page[R]:
+        sql, args = "SELECT doc FROM records WHERE kind=?", [model.KIND]
         if tenant is not None:
             sql, args = sql + " AND tenant=?", [*args, tenant]
         if state is not None:
             sql, args = sql + " AND state=?", [*args, state]
         rows = self._conn().execute(sql + " ORDER BY created_at DESC, id DESC", args)
-        matching = [doc for doc in (json.loads(r[0]) for r in rows) if match is None or match(doc)]
+        records = (decode(model, r[0]) for r in rows)
+        matching = [r for r in records if match is None or match(r)]
         end = None if limit is None else offset + limit
         return Page(items=matching[offset:end], count=len(matching))
 
-    def append_event(self, stream: str, event: Doc) -> int:
+    def append_event(self, stream: str, event: JobEvent) -> int:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -124,7 +144,7 @@ class SqliteJobStore:
             ).fetchone()
             conn.execute(
                 "INSERT INTO events (stream, seq, doc) VALUES (?,?,?)",
-                (stream, last + 1, json.dumps(event)),
+                (stream, last + 1, encode_event(event)),
             )
             conn.execute("COMMIT")
         except BaseException:
@@ -134,12 +154,12 @@ class SqliteJobStore:
 
     def read_events(
         self, stream: str, after: int = 0, limit: int = 1000
-    ) -> builtins.list[tuple[int, Doc]]:
+    ) -> builtins.list[tuple[int, JobEvent]]:
         rows = self._conn().execute(
             "SELECT seq, doc FROM events WHERE stream=? AND seq>? ORDER BY seq LIMIT ?",
             (stream, after, limit),
         )
-        return [(int(seq), json.loads(doc)) for seq, doc in rows]
+        return [(int(seq), decode_event(doc)) for seq, doc in rows]
 
     def delete_events(self, stream: str) -> None:
         self._conn().execute("DELETE FROM events WHERE stream=?", (stream,))

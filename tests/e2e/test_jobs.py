@@ -155,14 +155,15 @@ def test_events_stream_a_live_job(service: Service, finished: dict[str, Any]) ->
     with service.client.stream(
         "GET", f"/inversions/{job['id']}/events", headers=service.headers
     ) as stream:
-        event_id, kind = 0, ""
+        fields: dict[str, str] = {}
         for line in stream.iter_lines():
-            if line.startswith("id: "):
-                event_id = int(line[4:])
-            elif line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                events.append((event_id, kind, json.loads(line[6:])))
+            if line:  # an event's fields, until a blank line dispatches it (the SSE spec)
+                name, _, value = line.partition(": ")
+                fields[name] = value
+                continue
+            if "data" in fields:
+                events.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
+            fields = {}
     assert events[0][2]["state"] == "queued"
     assert events[-1][1] == "state"
     assert events[-1][2]["state"] == "succeeded"

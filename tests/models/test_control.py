@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.classifier import LoadedClassifier
-from models.config import InversionConfig
+from models.contracts.inversion import InversionConfig
 from models.control import (
     D_START,
     PASSES_TO_STOP,
@@ -17,7 +17,7 @@ from models.control import (
     quantise,
 )
 from models.methods import build_method, build_method_from_state
-from models.training import Progress, load_state, save_state, train
+from models.training import StepReport, load_state, save_state, train
 from models.verdict import Targets, TrainingOutcome, build_verdict
 from tests import factories
 
@@ -187,7 +187,7 @@ def test_train_stops_when_targets_met_twice(classifier: LoadedClassifier) -> Non
         diversity_floor=0.0,
     )  # every check meets these
     method = build_method(classifier, config, "cpu")
-    reports: list[Progress] = []
+    reports: list[StepReport] = []
     result = train(method, steps=40, on_progress=reports.append, progress_every_s=0.0)
     assert result.stop_reason == "targets_met"
     assert result.step == 3 * PASSES_TO_STOP

@@ -10,9 +10,11 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
+from pydantic import ValidationError
 from torch import nn
 
 from models.architectures import build_architecture, list_architectures
+from models.contracts.classifier import ClassifierSpec
 from models.loading import (
     ClassifierRejected,
     canonical_bytes,
@@ -21,7 +23,6 @@ from models.loading import (
     probe_input_shape,
     probe_num_classes,
 )
-from models.spec import ClassifierSpec
 from tests import factories
 
 
@@ -167,7 +168,7 @@ def test_broken_safetensors_are_refused() -> None:
         {"w": {"dtype": "F32", "shape": [1 << 20, 1 << 20], "data_offsets": [0, 1 << 42]}}
     ).encode()
     _rejected(struct.pack("<Q", len(header)) + header + b"\0" * 64, factories.spec(), "truncated")
-    _rejected(struct.pack("<Q", 1 << 40) + b"{}", factories.spec(), "truncated")
+    _rejected(struct.pack("<Q", 1 << 40) + b"{}", factories.spec(), "header declares")
     _rejected(b"\x10\0\0\0\0\0\0\0not json at all!", factories.spec(), "not a safetensors")
     _rejected(b"", factories.spec(), "empty")
 
@@ -286,18 +287,21 @@ def test_classifier_that_ignores_its_input_is_refused() -> None:
 
 
 def test_spec_validation_messages() -> None:
-    with pytest.raises(ClassifierRejected, match="name the architecture"):
-        ClassifierSpec("safetensors", (1, 28, 28), ("a", "b"))
-    with pytest.raises(ClassifierRejected, match="mean has 2 values"):
-        ClassifierSpec("onnx", (3, 28, 28), ("a", "b"), mean=(0.1, 0.2))
-    with pytest.raises(ClassifierRejected, match="unique"):
-        ClassifierSpec("onnx", (1, 28, 28), ("a", "a"))
-    with pytest.raises(ClassifierRejected, match="unknown classifier spec field"):
-        ClassifierSpec.from_dict(
-            {"format": "onnx", "input_shape": [1, 8, 8], "class_names": ["a", "b"], "x": 1}
-        )
+    def refused(match: str, **fields: object) -> None:
+        with pytest.raises(ValidationError, match=match):
+            ClassifierSpec.model_validate(fields)
+
+    refused("name the architecture", format="safetensors", input_shape=(1, 28, 28),
+            class_names=("a", "b"))  # fmt: skip
+    refused("mean has 2 values", format="onnx", input_shape=(3, 28, 28), class_names="a,b",
+            mean=(0.1, 0.2))  # fmt: skip
+    refused("unique", format="onnx", input_shape=(1, 28, 28), class_names=("a", "a"))
+    refused("Extra inputs", format="onnx", input_shape="1,8,8", class_names="a,b", x=1)
     spec = factories.spec("onnx", (3, 20, 36), 4, mean=(0.1, 0.2, 0.3), std=(1.0,))
-    assert ClassifierSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert ClassifierSpec.model_validate_json(spec.model_dump_json()) == spec
+    assert ClassifierSpec.model_validate(
+        {"format": "onnx", "input_shape": "3x20x36", "class_names": "a, b", "mean": "0.5"}
+    ).input_shape == (3, 20, 36)
 
 
 def test_unknown_architecture_config_key() -> None:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from models.classifier import LoadedClassifier
-from models.config import InversionConfig, LossWeights
+from models.contracts.inversion import (
+    METHOD_DEFAULTS,
+    RECIPE_DEFAULTS,
+    InversionConfig,
+    InversionParams,
+    LossWeights,
+)
 from models.generator import ConditionedGenerator
 from models.methods import METHODS, build_method, build_method_from_state, get_method
-from models.training import Progress, load_state, save_state, train
+from models.training import StepReport, load_state, save_state, train
 from tests import factories
 
 
@@ -35,7 +42,7 @@ def test_method_contract(name: str, classifier: LoadedClassifier) -> None:
         losses = method.step(method.draw_labels())
         assert {"kl", "total"} <= set(losses)
         # every term with a non-zero weight is reported; the others are not even computed
-        weighted = {k for k, v in method.weights.to_dict().items() if v and k != "mode_seeking"}
+        weighted = {k for k, v in method.weights.model_dump().items() if v and k != "mode_seeking"}
         assert weighted <= set(losses)
         assert all(torch.isfinite(torch.tensor(v)) for v in losses.values()), losses
 
@@ -98,7 +105,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(
 
 def test_train_reports_progress_and_checkpoints(classifier: LoadedClassifier) -> None:
     method = build_method(classifier, InversionConfig.tiny("c3", steps=5), "cpu")
-    reports: list[Progress] = []
+    reports: list[StepReport] = []
     saved: list[int] = []
     result = train(
         method,
@@ -119,19 +126,84 @@ def test_train_reports_progress_and_checkpoints(classifier: LoadedClassifier) ->
 
 
 def test_config_json_round_trip_and_strictness() -> None:
-    config = InversionConfig(method="soft", weights=LossWeights.soft(), betas=(0.9, 0.99))
-    assert InversionConfig.from_dict(config.to_dict()) == config
-    assert InversionConfig.from_dict({}) == InversionConfig()
-    with pytest.raises(ValueError, match="'stepz'"):
-        InversionConfig.from_dict({"stepz": 3})
-    with pytest.raises(ValueError, match="'cosin'"):
-        InversionConfig.from_dict({"weights": {"cosin": 1.0}})
-    with pytest.raises(ValueError, match="steps"):
-        InversionConfig.from_dict({"steps": -1})
-    with pytest.raises(ValueError, match="batch_size"):
-        InversionConfig.from_dict({"batch_size": "64"})
-    with pytest.raises(ValueError, match="unknown method"):
-        build_method(factories.loaded(), InversionConfig(method="nope"))
+    config = InversionConfig(method="soft", loss_weights=LossWeights(cosine=0.3), betas=(0.9, 0.99))
+    assert InversionConfig.model_validate_json(config.model_dump_json()) == config
+    assert InversionConfig.model_validate({}) == InversionConfig()
+    with pytest.raises(ValidationError, match="stepz"):
+        InversionConfig.model_validate({"stepz": 3})
+    with pytest.raises(ValidationError, match="cosin"):
+        InversionConfig.model_validate({"loss_weights": {"cosin": 1.0}})
+    with pytest.raises(ValidationError, match="steps"):
+        InversionConfig.model_validate({"steps": -1})
+    with pytest.raises(ValidationError, match="method"):
+        InversionConfig.model_validate({"method": "nope"})
+    with pytest.raises(ValidationError, match="diversity_fade"):
+        InversionConfig(diversity_fade=(0.6, 0.4))
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_DEFAULTS))
+def test_each_method_fills_its_own_defaults(method: str) -> None:
+    defaults = METHOD_DEFAULTS[method]
+    # c3's fixed recipes keep the method's defaults; its default recipe has its own (below)
+    config = InversionConfig.model_validate({"method": method, "recipe": "paper"})
+    assert (config.steps, config.batch_size) == (defaults.steps, defaults.batch_size)
+    assert config.loss_weights == defaults.loss_weights
+    assert config.lr == 1e-3
+
+
+def test_recipes_fill_their_budget_rate_and_weights() -> None:
+    adaptive = InversionConfig()
+    assert adaptive.recipe == "adaptive"
+    assert adaptive.adaptive
+    expected = RECIPE_DEFAULTS["adaptive"]
+    assert (adaptive.steps, adaptive.lr) == (expected.steps, expected.lr)
+    assert adaptive.loss_weights == expected.loss_weights
+    assert adaptive.loss_weights.spread > 0
+    given = InversionConfig.model_validate({"loss_weights": {"cosine": 0.5}, "steps": 900})
+    assert given.loss_weights.spread == expected.loss_weights.spread  # over the recipe preset
+    assert (given.loss_weights.cosine, given.steps) == (0.5, 900)
+    fade = InversionConfig(recipe="fade")
+    assert (fade.steps, fade.lr, fade.loss_weights.spread) == (500, 1e-3, 0.0)
+    soft = InversionConfig(method="soft")  # soft keeps its fixed recipe
+    assert (soft.steps, soft.lr, soft.adaptive) == (500, 1e-3, False)
+    with pytest.raises(ValidationError, match="recipe"):
+        InversionConfig.model_validate({"recipe": "magic"})
+    with pytest.raises(ValidationError, match="diversity_floor"):
+        InversionConfig.model_validate({"diversity_floor": 2.0})
+    assert InversionConfig.model_validate(adaptive.model_dump(mode="json")) == adaptive
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "expected"),
+    [
+        ("c3", {"steps": 40, "batch_size": 32}, {"steps": 40, "batch_size": 32}),
+        ("pixel", {"steps": 40, "batch_size": 32}, {"steps": 40, "batch_size": 32}),
+        ("pixel", {}, {"steps": 200, "batch_size": 250}),
+        ("soft", {"seed": 3}, {"seed": 3, "steps": 500}),
+    ],
+)
+def test_job_parameters_become_the_engine_config(
+    method: str, params: dict[str, int], expected: dict[str, int]
+) -> None:
+    config = InversionParams.model_validate(params).config(method)  # type: ignore[arg-type]
+    assert config.method == method
+    for name, value in expected.items():
+        assert getattr(config, name) == value
+
+
+def test_partial_loss_weights_keep_the_method_preset() -> None:
+    stored = InversionParams(loss_weights=LossWeights(cosine=0.5)).model_dump_json()
+    params = InversionParams.model_validate_json(stored)  # as the job record keeps it
+    assert params.loss_weights is not None
+    assert params.loss_weights.model_fields_set == {"cosine"}
+    config = params.config("soft")
+    soft = METHOD_DEFAULTS["soft"].loss_weights
+    assert config.loss_weights == soft.model_copy(update={"cosine": 0.5})
+    assert config.loss_weights.ce == 1.0  # soft's preset, not LossWeights' own default
+
+
+def test_registered_methods_are_the_declared_ones() -> None:
+    assert sorted(METHODS) == sorted(METHOD_DEFAULTS)
 
 
 def test_state_for_another_config_is_refused(classifier: LoadedClassifier) -> None:

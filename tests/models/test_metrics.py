@@ -13,9 +13,9 @@ from PIL import Image
 from torch import nn
 
 from models.classifier import LoadedClassifier
+from models.contracts.artifacts import Cost, InversionMetrics, SampleIndex
 from models.images import grid_array, grid_png, png_bytes
 from models.metrics import (
-    Cost,
     auroc,
     compute_metrics,
     knn_distances,
@@ -92,7 +92,7 @@ def test_compute_metrics_hand_computed() -> None:
     p_strong = 1 / (1 + math.exp(-10))  # softmax of (10, 0)
 
     reference = torch.cat([half, half * 0.8, ones_left * 0.2])
-    metrics = compute_metrics(
+    result = compute_metrics(
         classifier,
         images,
         targets,
@@ -101,6 +101,7 @@ def test_compute_metrics_hand_computed() -> None:
         Cost(train_seconds=1.5, steps=3),
         knn_k=1,
     )
+    metrics = result.metrics
     left = metrics.per_class["left"]
     assert left.count == 2
     assert left.mean_confidence == pytest.approx((p_strong + 0.5) / 2)
@@ -120,12 +121,12 @@ def test_compute_metrics_hand_computed() -> None:
     assert metrics.overall.msp_auroc == pytest.approx(
         auroc([-m for m in msp_fake], [-m for m in msp_real])
     )
-    data = metrics.to_dict()
-    json.dumps(data, allow_nan=False)
+    data = json.loads(metrics.model_dump_json())
     assert data["cost"]["train_seconds"] == 1.5
     assert data["per_class"]["right"]["pixel_diversity"] is None
-    assert metrics.counterfeit_outputs is not None
-    assert metrics.reference_outputs is not None
+    assert InversionMetrics.model_validate(data) == metrics
+    assert result.counterfeit_outputs.logits.shape == (3, 2)
+    assert result.reference_outputs is not None
 
 
 def test_metrics_flag_collapsed_classes_and_work_without_reference() -> None:
@@ -134,11 +135,11 @@ def test_metrics_flag_collapsed_classes_and_work_without_reference() -> None:
     varied = torch.rand(5, 1, 1, 4, generator=torch.Generator().manual_seed(0))
     metrics = compute_metrics(
         classifier, torch.cat([same, varied]), torch.tensor([0] * 5 + [1] * 5)
-    )
+    ).metrics
     assert metrics.collapsed_classes == ["left"]
     assert metrics.overall.msp_auroc is None
     assert metrics.overall.nn_distance is None
-    json.dumps(metrics.to_dict(), allow_nan=False)
+    json.loads(metrics.model_dump_json())
 
 
 def test_score_samples_records() -> None:
@@ -148,11 +149,10 @@ def test_score_samples_records() -> None:
     assert [s.predicted for s in scores] == [0, 0]
     assert scores[0].confidence == pytest.approx(1 / (1 + math.exp(-10)))
     assert scores[1].confidence == pytest.approx(1 / (1 + math.exp(10)), rel=1e-4)
-    record = scores[1].to_dict(classifier.class_names)
-    assert record["target_name"] == "right"
-    assert record["predicted_name"] == "left"
-    assert len(record["top_k"]) == 2
-    assert record["top_k"][0]["name"] == "left"
+    assert scores[1].target == 1
+    assert len(scores[1].top_k) == 2
+    assert scores[1].top_k[0][0] == 0  # "left", the most probable class, first
+    assert SampleIndex.validate_json(SampleIndex.dump_json(scores)) == scores
 
 
 def test_png_is_lossless_8bit() -> None:

@@ -13,12 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from models.contracts.artifacts import ArtifactName
 from service.app import create_app
-from service.records import JOB
+from service.records import ClassifierRecord, JobRecord
 from service.settings import ServiceSettings
 from service.storage import Stores, keys, open_stores
+from tests.records import seed_classifier, seed_job
 from tests.service.conftest import auth, make_key
-from tests.service.test_dashboard_data import seed_classifier, seed_job
 from tests.service.test_uploads import problem
 
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
@@ -33,12 +34,12 @@ def stores(api: TestClient) -> Iterator[Stores]:
 
 
 @pytest.fixture
-def classifier(stores: Stores) -> dict[str, Any]:
+def classifier(stores: Stores) -> ClassifierRecord:
     return seed_classifier(stores)
 
 
 @pytest.fixture
-def done(stores: Stores, classifier: dict[str, Any]) -> dict[str, Any]:
+def done(stores: Stores, classifier: ClassifierRecord) -> JobRecord:
     return seed_job(stores, classifier)
 
 
@@ -49,8 +50,13 @@ def page(api: TestClient, url: str, status: int = 200, **kwargs: Any) -> str:
     return response.text
 
 
+SAME_ORIGIN = {"Origin": "http://testserver"}
+"""What a browser sends with the dashboard's own forms."""
+
+
 def form_post(api: TestClient, url: str, data: dict[str, str], **kwargs: Any) -> Any:
-    return api.post(url, data=data, headers=HTML, follow_redirects=False, **kwargs)
+    headers = {**HTML, **SAME_ORIGIN, **kwargs.pop("headers", {})}
+    return api.post(url, data=data, headers=headers, follow_redirects=False, **kwargs)
 
 
 # --- access -------------------------------------------------------------------------------------
@@ -116,37 +122,66 @@ def test_an_unknown_key_in_the_cookie_is_forgotten(api: TestClient) -> None:
 
 
 def test_forms_from_another_origin_are_refused(
-    api: TestClient, classifier: dict[str, Any], stores: Stores
+    api: TestClient, classifier: ClassifierRecord, stores: Stores
 ) -> None:
-    data = {"classifier_id": classifier["id"], "samples_per_class": "2"}
-    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+    data = {"classifier_id": classifier.id, "samples_per_class": "2"}
+    for headers, words in [
+        ({"Origin": "http://evil.example"}, "posted from another origin"),
+        ({"Sec-Fetch-Site": "cross-site"}, "posted from another site"),
+        ({"Sec-Fetch-Site": "same-site", "Origin": "http://testserver"}, "another site"),
+        ({"Origin": "null"}, "posted from another origin (null)"),  # a sandboxed frame, a file
+        ({}, "says neither where it was posted from"),  # no browser sends a form like this
+        ({"Origin": "https://c3.example", "X-Forwarded-Host": "c3.example"}, "another origin"),
+    ]:
         response = api.post("/dashboard/jobs", data=data, headers={**HTML, **headers})
-        assert response.status_code == 403
-        assert "posted from another" in response.text
-    assert stores.jobs.list(JOB).count == 0
-    same = api.post(
-        "/dashboard/jobs",
-        data=data,
-        headers={"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"},
-        follow_redirects=False,
-    )
-    assert same.status_code == 303
-    proxied = api.post(  # behind a proxy that rewrites Host
-        "/dashboard/jobs",
-        data={**data, "idempotency_key": "other"},
-        headers={"Origin": "https://c3.example", "X-Forwarded-Host": "c3.example"},
-        follow_redirects=False,
-    )
+        assert response.status_code == 403, headers
+        assert words in response.text, headers
+    assert stores.jobs.list(JobRecord).count == 0
+    for n, headers in enumerate([
+        {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"},
+        {"Origin": "http://testserver"},  # a browser without fetch metadata
+        {"Sec-Fetch-Site": "same-origin"},  # a browser that sends no Origin
+    ]):  # fmt: skip
+        same = api.post(
+            "/dashboard/jobs",
+            data={**data, "idempotency_key": f"k{n}"},
+            headers=headers,
+            follow_redirects=False,
+        )
+        assert same.status_code == 303, headers
+
+
+def test_a_trusted_proxy_may_rewrite_the_host(
+    c3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("C3_TRUST_FORWARDED_HOST", "true")
+    with TestClient(create_app(ServiceSettings()), client=("127.0.0.1", 50000)) as behind_proxy:
+        classifier = seed_classifier_via_app(behind_proxy)
+        proxied = behind_proxy.post(
+            "/dashboard/jobs",
+            data={"classifier_id": classifier, "samples_per_class": "2"},
+            headers={"Origin": "https://c3.example", "X-Forwarded-Host": "c3.example"},
+            follow_redirects=False,
+        )
     assert proxied.status_code == 303
 
 
+def seed_classifier_via_app(client: TestClient) -> str:
+    """A ready classifier in the app's own data folder."""
+    opened = open_stores(client.app.state.settings)  # type: ignore[attr-defined]
+    try:
+        return seed_classifier(opened).id
+    finally:
+        opened.close()
+
+
 def test_another_tenants_jobs_do_not_exist(
-    api: TestClient, stores: Stores, done: dict[str, Any]
+    api: TestClient, stores: Stores, done: JobRecord
 ) -> None:
     other = seed_job(stores, seed_classifier(stores, "other"))
-    id = other["id"]
+    id = other.id
     for url in (f"/dashboard/jobs/{id}", f"/dashboard/jobs/{id}/classes/0",
-                f"/dashboard/compare?jobs={done['id']}&jobs={id}"):  # fmt: skip
+                f"/dashboard/compare?jobs={done.id}&jobs={id}"):  # fmt: skip
         assert "no job with id" in page(api, url, 404)
     assert api.get(f"/dashboard/jobs/{id}/classes/0/strip.png").status_code == 404
     problem(api.get(f"/inversions/{id}/report"), 404)
@@ -165,23 +200,23 @@ UPLOAD_FORM = {
 
 
 def test_classifier_list_and_upload_form(
-    api: TestClient, stores: Stores, classifier: dict[str, Any]
+    api: TestClient, stores: Stores, classifier: ClassifierRecord
 ) -> None:
     seed_job(stores, classifier, state="running")
     html = page(api, "/dashboard/classifiers")
-    row = re.search(rf'<tr data-classifier="{classifier["id"]}">(.*?)</tr>', html, re.S)
+    row = re.search(rf'<tr data-classifier="{classifier.id}">(.*?)</tr>', html, re.S)
     assert row is not None
     assert "digits" in row[1]
     assert "ready" in row[1]
     assert "1×8×8" in row[1]
     assert ">10<" in row[1]  # classes
-    assert f'classifier_id={classifier["id"]}">1</a>' in row[1]  # one job
+    assert f'classifier_id={classifier.id}">1</a>' in row[1]  # one job
 
     response = api.post(
         "/dashboard/classifiers",
         data=UPLOAD_FORM,  # blank optional fields take their defaults
         files={"file": ("m.safetensors", b"weights", "application/octet-stream")},
-        headers=HTML,
+        headers={**HTML, **SAME_ORIGIN},
         follow_redirects=False,
     )
     assert response.status_code == 303, response.text
@@ -198,7 +233,7 @@ def test_reference_set_upload_form(api: TestClient, stores: Stores) -> None:
         "/dashboard/datasets",
         data={"name": "held-out", "tags": "", "description": ""},
         files={"file": ("ref.npz", b"PK not really", "application/octet-stream")},
-        headers=HTML,
+        headers={**HTML, **SAME_ORIGIN},
         follow_redirects=False,
     )
     assert response.status_code == 303, response.text
@@ -212,7 +247,7 @@ def test_reference_set_upload_form(api: TestClient, stores: Stores) -> None:
         "/dashboard/datasets",
         data={"name": "x"},
         files={"file": ("ref.bin", b"x", "application/octet-stream")},
-        headers=HTML,
+        headers={**HTML, **SAME_ORIGIN},
     )
     assert nameless.status_code == 422
     assert "Upload refused: say `npz` or `png-zip`" in nameless.text
@@ -223,7 +258,7 @@ def test_a_bad_upload_shows_why(api: TestClient, stores: Stores) -> None:
         "/dashboard/classifiers",
         data={**UPLOAD_FORM, "input_shape": "1,8"},
         files={"file": ("m.safetensors", b"weights", "application/octet-stream")},
-        headers=HTML,
+        headers={**HTML, **SAME_ORIGIN},
     )
     assert response.status_code == 422
     assert "Upload refused: input_shape" in response.text
@@ -242,10 +277,10 @@ def start_form(classifier_id: str, **fields: str) -> dict[str, str]:
 
 
 def test_start_form_starts_one_job(
-    api: TestClient, stores: Stores, classifier: dict[str, Any]
+    api: TestClient, stores: Stores, classifier: ClassifierRecord
 ) -> None:
     form = start_form(
-        classifier["id"], classes="0, 3", samples_per_class="5", steps="30", w_kl="1.5",
+        classifier.id, classes="0, 3", samples_per_class="5", steps="30", w_kl="1.5",
         sample_dropout="on", method="soft",
     )  # fmt: skip
     response = form_post(api, "/dashboard/jobs", form)
@@ -261,7 +296,7 @@ def test_start_form_starts_one_job(
     assert job["params"]["sample_dropout"] is True
     again = form_post(api, "/dashboard/jobs", form)  # a double submit: same key, same job
     assert again.headers["location"] == response.headers["location"]
-    assert stores.jobs.list(JOB).count == 1
+    assert stores.jobs.list(JobRecord).count == 1
     html = page(api, response.headers["location"])
     assert 'data-live="1"' in html
     assert "queued" in html
@@ -278,54 +313,61 @@ def test_start_form_starts_one_job(
     ],
 )
 def test_a_bad_start_form_names_the_field(
-    api: TestClient, stores: Stores, classifier: dict[str, Any], fields: dict[str, str], words: str
+    api: TestClient,
+    stores: Stores,
+    classifier: ClassifierRecord,
+    fields: dict[str, str],
+    words: str,
 ) -> None:
-    response = form_post(api, "/dashboard/jobs", start_form(classifier["id"], **fields))
+    response = form_post(api, "/dashboard/jobs", start_form(classifier.id, **fields))
     assert response.status_code == 422
     assert "Not started:" in response.text
     assert words in response.text
-    assert stores.jobs.list(JOB).count == 0
+    assert stores.jobs.list(JobRecord).count == 0
     for value in fields.values():  # the form keeps what was typed
         assert f'value="{value}"' in response.text or value == "gan"
 
 
 def test_jobs_list_shows_state_method_progress_and_confident_share(
-    api: TestClient, stores: Stores, classifier: dict[str, Any], done: dict[str, Any]
+    api: TestClient, stores: Stores, classifier: ClassifierRecord, done: JobRecord
 ) -> None:
     running = seed_job(stores, classifier, method="pixel", state="running")
     html = page(api, "/dashboard/jobs")
-    row = re.search(rf'<tr data-job="{running["id"]}"(.*?)</tr>', html, re.S)
+    row = re.search(rf'<tr data-job="{running.id}"(.*?)</tr>', html, re.S)
     assert row is not None
     assert 'data-state="running" data-method="pixel" data-live="1"' in row[1]
     assert 'data-percent="44"' in row[1]  # training 150/300 of the training phase
     assert "training 150/300" in row[1]
     assert "60.0%" in row[1]  # the running confident share
-    row = re.search(rf'<tr data-job="{done["id"]}"(.*?)</tr>', html, re.S)
+    row = re.search(rf'<tr data-job="{done.id}"(.*?)</tr>', html, re.S)
     assert row is not None
     assert "data-live" not in row[1]
     assert 'data-percent="100"' in row[1]
-    share = done["metrics"]["confident_share"]
+    assert done.metrics is not None
+    share = done.metrics.confident_share
     assert f"{share:.1%}" in row[1]
-    assert running["id"] not in page(api, "/dashboard/jobs?state=succeeded")
+    assert running.id not in page(api, "/dashboard/jobs?state=succeeded")
     assert "No job yet matches" in page(api, "/dashboard/jobs?classifier_id=clf_none")
 
 
 def test_cancel_from_the_job_page(
-    api: TestClient, stores: Stores, classifier: dict[str, Any]
+    api: TestClient, stores: Stores, classifier: ClassifierRecord
 ) -> None:
     running = seed_job(stores, classifier, state="running")
-    response = form_post(api, f"/dashboard/jobs/{running['id']}/cancel", {})
+    response = form_post(api, f"/dashboard/jobs/{running.id}/cancel", {})
     assert response.status_code == 303
-    assert stores.jobs.get(JOB, running["id"])["cancel_requested"] is True  # type: ignore[index]
+    cancelled = stores.jobs.get(JobRecord, running.id)
+    assert cancelled is not None
+    assert cancelled.cancel_requested is True
 
 
 # --- the job page -------------------------------------------------------------------------------
 
 
 def test_job_page_shows_grid_histogram_tables_curves_and_downloads(
-    api: TestClient, done: dict[str, Any]
+    api: TestClient, done: JobRecord
 ) -> None:
-    id = done["id"]
+    id = done.id
     html = page(api, f"/dashboard/jobs/{id}")
     for cls in range(10):
         assert f'src="/dashboard/jobs/{id}/classes/{cls}/strip.png"' in html
@@ -357,10 +399,10 @@ def test_job_page_shows_grid_histogram_tables_curves_and_downloads(
 
 
 def test_job_page_of_a_running_job(
-    api: TestClient, stores: Stores, classifier: dict[str, Any]
+    api: TestClient, stores: Stores, classifier: ClassifierRecord
 ) -> None:
     running = seed_job(stores, classifier, state="running")
-    html = page(api, f"/dashboard/jobs/{running['id']}")
+    html = page(api, f"/dashboard/jobs/{running.id}")
     assert 'data-live="1" data-reload-on-finish="1"' in html
     assert "loss: kl" in html  # the curves so far
     assert "strip.png" not in html
@@ -368,25 +410,25 @@ def test_job_page_of_a_running_job(
 
 
 def test_job_without_reference_or_report_json(
-    api: TestClient, stores: Stores, classifier: dict[str, Any]
+    api: TestClient, stores: Stores, classifier: ClassifierRecord
 ) -> None:
     job = seed_job(stores, classifier, reference=False, method="soft")
-    stores.artifacts.delete_prefix(keys.job_report_json(job["tenant"], job["id"]))
-    html = page(api, f"/dashboard/jobs/{job['id']}")
+    stores.artifacts.delete_prefix(keys.job_artifact(job.tenant, job.id, ArtifactName.REPORT_JSON))
+    html = page(api, f"/dashboard/jobs/{job.id}")
     assert "No reference set was given" in html
     assert "Needs a reference dataset" in html
-    body = api.get(f"/inversions/{job['id']}/report").json()
+    body = api.get(f"/inversions/{job.id}/report").json()
     assert body["ood"] is None
     assert body["confidence_histogram"]["reference"] is None
     assert sum(body["confidence_histogram"]["counterfeits"]) == 100  # from samples.json
-    assert "no detector could be fit" in page(api, f"/inversions/{job['id']}/report?format=html")
+    assert "no detector could be fit" in page(api, f"/inversions/{job.id}/report?format=html")
 
 
 def test_class_page_pages_through_samples_with_confidences(
-    api: TestClient, stores: Stores, classifier: dict[str, Any]
+    api: TestClient, stores: Stores, classifier: ClassifierRecord
 ) -> None:
     job = seed_job(stores, classifier, classes=[2, 5], per_class=70)
-    id = job["id"]
+    id = job.id
     first = page(api, f"/dashboard/jobs/{id}/classes/5")
     assert "70 samples" in first
     indices = [int(i) for i in re.findall(r'<li data-index="(\d+)"', first)]
@@ -413,8 +455,8 @@ def test_class_page_pages_through_samples_with_confidences(
     assert "page" in page(api, f"/dashboard/jobs/{id}/classes/5?page=abc", 422)
 
 
-def test_class_strip_is_an_immutable_png(api: TestClient, done: dict[str, Any]) -> None:
-    url = f"/dashboard/jobs/{done['id']}/classes/4/strip.png"
+def test_class_strip_is_an_immutable_png(api: TestClient, done: JobRecord) -> None:
+    url = f"/dashboard/jobs/{done.id}/classes/4/strip.png"
     response = api.get(url)
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/png"
@@ -423,17 +465,19 @@ def test_class_strip_is_an_immutable_png(api: TestClient, done: dict[str, Any]) 
     assert strip.size == (10 * (8 + 2) - 2, 8)  # 10 samples of 8×8, 2 px apart
     again = api.get(url, headers={"If-None-Match": response.headers["etag"]})
     assert again.status_code == 304
-    assert api.get(f"/dashboard/jobs/{done['id']}/classes/42/strip.png").status_code == 404
+    assert api.get(f"/dashboard/jobs/{done.id}/classes/42/strip.png").status_code == 404
 
 
 def test_user_text_is_escaped(api: TestClient, stores: Stores) -> None:
-    evil = seed_classifier(stores, name="<script>alert(1)</script>")
-    evil["class_names"][0] = '<img src=x onerror="alert(2)">'
-    stores.jobs.update("classifier", evil["id"], lambda d: {**d, **evil})
+    evil = seed_classifier(
+        stores,
+        name="<script>alert(1)</script>",
+        class_names=['<img src=x onerror="alert(2)">', *(f"digit {i}" for i in range(1, 10))],
+    )
     job = seed_job(stores, evil, classes=[0, 1], per_class=2)
-    for url in ("/dashboard/classifiers", f"/dashboard/jobs/{job['id']}",
-                f"/dashboard/jobs/{job['id']}/classes/0",
-                f"/inversions/{job['id']}/report?format=html"):  # fmt: skip
+    for url in ("/dashboard/classifiers", f"/dashboard/jobs/{job.id}",
+                f"/dashboard/jobs/{job.id}/classes/0",
+                f"/inversions/{job.id}/report?format=html"):  # fmt: skip
         html = page(api, url)
         assert "<script>alert" not in html
         assert "<img src=x" not in html
@@ -443,12 +487,12 @@ def test_user_text_is_escaped(api: TestClient, stores: Stores) -> None:
 
 
 def test_compare_view_shows_figures_side_by_side_with_deltas(
-    api: TestClient, stores: Stores, classifier: dict[str, Any], done: dict[str, Any]
+    api: TestClient, stores: Stores, classifier: ClassifierRecord, done: JobRecord
 ) -> None:
     soft = seed_job(stores, classifier, method="soft", seed=1)
     pixel = seed_job(stores, classifier, method="pixel", seed=2)
     running = seed_job(stores, classifier, state="running")
-    ids = [done["id"], soft["id"], pixel["id"], running["id"]]
+    ids = [done.id, soft.id, pixel.id, running.id]
     html = page(api, "/dashboard/compare?" + "&".join(f"jobs={i}" for i in ids))
     table = re.search(r'id="compare-table">(.*?)</table>', html, re.S)
     assert table is not None
@@ -456,15 +500,14 @@ def test_compare_view_shows_figures_side_by_side_with_deltas(
     assert row is not None
     cells = re.findall(r"<td>(.*?)</td>", row[1])
     assert len(cells) == 3
-    shares = [done["metrics"]["confident_share"], soft["metrics"]["confident_share"],
-              pixel["metrics"]["confident_share"]]  # fmt: skip
+    shares = [j.metrics.confident_share for j in (done, soft, pixel) if j.metrics is not None]
     assert cells[0] == f"{shares[0]:.1%}"
     for cell, share in zip(cells[1:], shares[1:], strict=True):
         delta = f"{(share - shares[0]) * 100:+.1f} pp"
         assert cell == f'{share:.1%} <span class="delta" data-role="delta">{delta}</span>'
     assert html.count("<svg") >= 3  # a histogram per job
-    assert f"Job <code>{running['id']}</code> is running" in html
-    assert f'src="/dashboard/jobs/{pixel["id"]}/classes/0/strip.png"' in html
+    assert f"Job <code>{running.id}</code> is running" in html
+    assert f'src="/dashboard/jobs/{pixel.id}/classes/0/strip.png"' in html
     assert "Pick two to four" in page(api, "/dashboard/compare")
     too_many = "&".join(f"jobs={i}" for i in [*ids, "job_x"])
     assert "jobs" in page(api, f"/dashboard/compare?{too_many}", 422)
@@ -474,47 +517,50 @@ def test_compare_view_shows_figures_side_by_side_with_deltas(
 # --- the report ---------------------------------------------------------------------------------
 
 
-def test_report_json(api: TestClient, stores: Stores, done: dict[str, Any]) -> None:
-    response = api.get(f"/inversions/{done['id']}/report")
+def test_report_json(api: TestClient, stores: Stores, done: JobRecord) -> None:
+    response = api.get(f"/inversions/{done.id}/report")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.headers["vary"] == "Accept"
     body = response.json()
-    assert body["job"]["id"] == done["id"]
+    assert body["job"]["id"] == done.id
     assert body["classifier"]["name"] == "digits"
     assert body["classifier"]["param_count"] == 12345
     assert body["dataset"]["name"] == "held-out digits"
     assert body["settings"]["method"] == "c3"
     assert body["settings"]["samples_per_class"] == 10
-    assert body["metrics"]["overall"] == done["metrics"]
-    figures = stores.artifacts.get(keys.job_report_json(done["tenant"], done["id"]))
+    assert done.metrics is not None
+    assert body["metrics"]["overall"] == done.metrics.model_dump(mode="json")
+    figures = stores.artifacts.get(
+        keys.job_artifact(done.tenant, done.id, ArtifactName.REPORT_JSON)
+    )
     assert body["ood"] == json.loads(figures)["ood"]
     hist = body["confidence_histogram"]
     assert hist["scale"] == "nines"
     assert sum(hist["counterfeits"]) == 100
     assert sum(hist["reference"]) == 200
     assert len(hist["edges"]) == len(hist["counterfeits"]) + 1
-    assert body["links"]["html"] == f"/inversions/{done['id']}/report?format=html"
-    json_anyway = api.get(f"/inversions/{done['id']}/report", headers={"Accept": "*/*"})
+    assert body["links"]["html"] == f"/inversions/{done.id}/report?format=html"
+    json_anyway = api.get(f"/inversions/{done.id}/report", headers={"Accept": "*/*"})
     assert json_anyway.headers["content-type"] == "application/json"
 
 
 def test_report_needs_a_succeeded_job(
-    api: TestClient, stores: Stores, classifier: dict[str, Any]
+    api: TestClient, stores: Stores, classifier: ClassifierRecord
 ) -> None:
     running = seed_job(stores, classifier, state="running")
-    body = problem(api.get(f"/inversions/{running['id']}/report"), 409)
+    body = problem(api.get(f"/inversions/{running.id}/report"), 409)
     assert "report exists once it has succeeded" in body["detail"]
-    problem(api.get(f"/inversions/{running['id']}/report?format=html"), 409)
+    problem(api.get(f"/inversions/{running.id}/report?format=html"), 409)
     problem(api.get("/inversions/job_nope/report"), 404)
-    assert problem(api.get(f"/inversions/{running['id']}/report?format=pdf"), 422)["field"] == (
+    assert problem(api.get(f"/inversions/{running.id}/report?format=pdf"), 422)["field"] == (
         "format"
     )
 
 
-def test_report_html_is_self_contained(api: TestClient, done: dict[str, Any]) -> None:
-    by_accept = api.get(f"/inversions/{done['id']}/report", headers=HTML)
-    by_query = api.get(f"/inversions/{done['id']}/report?format=html")
+def test_report_html_is_self_contained(api: TestClient, done: JobRecord) -> None:
+    by_accept = api.get(f"/inversions/{done.id}/report", headers=HTML)
+    by_query = api.get(f"/inversions/{done.id}/report?format=html")
     for response in (by_accept, by_query):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/html")
@@ -534,16 +580,16 @@ def test_report_html_is_self_contained(api: TestClient, done: dict[str, Any]) ->
     for words in ("digits", "paper-cnn", "ab" * 32, "samples per class", "Within-class L2",
                   "3 · digit 3", "loss: kl", ">counterfeits</text>"):  # fmt: skip
         assert words in html, words
-    download = api.get(f"/inversions/{done['id']}/report?format=html&download=true")
+    download = api.get(f"/inversions/{done.id}/report?format=html&download=true")
     assert download.headers["content-disposition"] == (
-        f'attachment; filename="{done["id"]}-report.html"'
+        f'attachment; filename="{done.id}-report.html"'
     )
 
 
-def test_the_report_has_the_apis_access_control(api: TestClient, done: dict[str, Any]) -> None:
+def test_the_report_has_the_apis_access_control(api: TestClient, done: JobRecord) -> None:
     acme = make_key("acme")  # keys exist now: loopback needs one too
-    problem(api.get(f"/inversions/{done['id']}/report"), 401)
-    problem(api.get(f"/inversions/{done['id']}/report", headers=auth(acme)), 404)
+    problem(api.get(f"/inversions/{done.id}/report"), 401)
+    problem(api.get(f"/inversions/{done.id}/report", headers=auth(acme)), 404)
 
 
 # --- errors and static files ------------------------------------------------------------------

@@ -8,49 +8,30 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.records import new_id, new_record
+from service.records import Record, UploadState
 from service.settings import ServiceSettings
 from service.storage import open_stores
+from tests import records
 from tests.service.test_uploads import problem
 
 
-def seed(kind: str, state: str, **fields: Any) -> str:
+def seed(record: Record) -> str:
     """A record as a worker would have left it (the API tests run no worker)."""
     stores = open_stores(ServiceSettings())
     try:
-        id = new_id(kind[:3])
-        doc = new_record("local", id, state, **fields)
-        doc["task"]["state"] = "done"
-        stores.jobs.create(kind, doc)
-        return id
+        stores.jobs.create(record)
+        return record.id
     finally:
         stores.close()
 
 
 @pytest.fixture
 def classifier(api: TestClient) -> str:
-    return seed(
-        "classifier", "ready", name="digits", format="safetensors", input_shape=[1, 28, 28],
-        class_names=[str(i) for i in range(10)], mean=[0.0], std=[1.0],
-        architecture="paper-cnn", architecture_config={}, description="", tags=[],
-        sha256="0" * 64, size_bytes=1,
-    )  # fmt: skip
+    return seed(records.classifier_record(side=28))
 
 
-def dataset(state: str, shape: list[int]) -> str:
-    return seed(
-        "dataset",
-        state,
-        name="ref",
-        format="npz",
-        description="",
-        tags=[],
-        sha256="0" * 64,
-        size_bytes=1,
-        input_shape=shape,
-        count=10,
-        has_labels=True,
-    )
+def dataset(state: UploadState, shape: tuple[int, int, int]) -> str:
+    return seed(records.dataset_record(shape=shape, count=10, state=state))
 
 
 def start(api: TestClient, classifier: str, **body: Any) -> Any:
@@ -65,7 +46,8 @@ def start(api: TestClient, classifier: str, **body: Any) -> Any:
         ({"classes": []}, "classes", "at least 1"),
         ({"samples_per_class": 1_000_000}, "samples_per_class", "at most"),
         ({"samples_per_class": 0}, "samples_per_class", "greater than or equal to 1"),
-        ({"steps": 10**9}, "steps", "at most"),
+        ({"steps": 50_000}, "steps", "at most 20000 on this service"),
+        ({"steps": 10**9}, "steps", "less than or equal to 100000"),  # the engine's own limit
         ({"batch_size": 1}, "batch_size", "greater than or equal to 2"),
         ({"method": "gan"}, "method", "'c3', 'soft' or 'pixel'"),
         ({"loss_weights": {"beauty": 1}}, "loss_weights.beauty", "Extra inputs"),
@@ -84,16 +66,17 @@ def test_bad_requests_name_the_field(
 
 
 def test_classifier_and_dataset_must_be_ready_and_match(api: TestClient, classifier: str) -> None:
-    pending = seed(
-        "classifier", "rejected", name="bad", class_names=["a", "b"], input_shape=[1, 28, 28]
-    )
+    pending = seed(records.classifier_record(name="bad", state=UploadState.REJECTED))
     body = problem(start(api, pending), 422)
     assert "is rejected, not ready" in body["detail"]
     assert body["field"] == "classifier_id"
-    other_shape = dataset("ready", [3, 32, 32])
+    other_shape = dataset(UploadState.READY, (3, 32, 32))
     body = problem(start(api, classifier, dataset_id=other_shape), 422)
     assert "[3, 32, 32]" in body["detail"]
-    assert start(api, classifier, dataset_id=dataset("ready", [1, 28, 28])).status_code == 202
+    assert (
+        start(api, classifier, dataset_id=dataset(UploadState.READY, (1, 28, 28))).status_code
+        == 202
+    )
     assert problem(
         api.post("/inversions", content=b"{", headers={"content-type": "application/json"}), 422
     )
@@ -158,14 +141,13 @@ def test_cancel_resume_delete_and_events(api: TestClient, classifier: str) -> No
     with api.stream("GET", f"/inversions/{job['id']}/events") as events:
         assert events.headers["content-type"].startswith("text/event-stream")
         text = "".join(events.iter_text())
-    assert "id: 1\nevent: state\n" in text
-    assert '"state": "queued"' in text
-    assert '"state": "cancelled"' in text
+    assert 'event: state\ndata: {"type":"state","state":"queued"}\nid: 1\n' in text
+    assert '"state":"cancelled"' in text
     with api.stream(
         "GET", f"/inversions/{job['id']}/events", headers={"Last-Event-ID": "1"}
     ) as events:
         resumed = "".join(events.iter_text())
-    assert '"state": "queued"' not in resumed
+    assert '"state":"queued"' not in resumed
     assert "id: 2\n" in resumed
 
     again = api.post(f"/inversions/{job['id']}/resume")

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from models.contracts.artifacts import Phase
+from service.records import (
+    ClassifierRecord,
+    IllegalTransition,
+    JobParams,
+    JobRecord,
+    JobState,
+    Lease,
+    ProgressEvent,
+    StateEvent,
+)
 from service.storage import ArtifactNotFound, JobStore, StoreUnavailable
 from service.storage.local_blobs import LocalArtifactStore
 from service.storage.redis_jobs import RedisJobStore
 from service.storage.sqlite_jobs import SqliteJobStore
+from tests import records
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -26,70 +40,109 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
     s.close()
 
 
-def doc(id: str, tenant: str = "a", state: str = "queued", t: float | None = None, **kw: object):
-    return {"id": id, "tenant": tenant, "state": state, "created_at": t or time.time(), **kw}
+def job(id: str, tenant: str = "a", t: float | None = None, **fields: Any) -> JobRecord:
+    record = records.job_record(records.classifier_record(tenant), created_at=t)
+    return record.model_copy(update={"id": id, **fields})
+
+
+def bump(record: JobRecord) -> JobRecord:
+    record.sample_count = (record.sample_count or 0) + 1
+    return record
 
 
 def test_create_get_delete(store: JobStore) -> None:
-    store.create("job", doc("j1", n=1))
-    assert store.get("job", "j1")["n"] == 1  # type: ignore[index]
-    assert store.get("job", "nope") is None
-    assert store.get("classifier", "j1") is None  # kinds are separate
-    assert store.delete("job", "j1")
-    assert not store.delete("job", "j1")
-    assert store.get("job", "j1") is None
+    store.create(job("j1", sample_count=1))
+    got = store.get(JobRecord, "j1")
+    assert got is not None
+    assert got.sample_count == 1
+    assert isinstance(got.params, JobParams)  # typed all the way down
+    assert store.get(JobRecord, "nope") is None
+    assert store.get(ClassifierRecord, "j1") is None  # kinds are separate
+    assert store.delete(JobRecord, "j1")
+    assert not store.delete(JobRecord, "j1")
+    assert store.get(JobRecord, "j1") is None
 
 
 def test_list_orders_filters_and_pages(store: JobStore) -> None:
     for i in range(5):
-        store.create("job", doc(f"j{i}", tenant="a" if i % 2 == 0 else "b", t=100.0 + i, n=i))
-    page = store.list("job", tenant="a")
-    assert [d["id"] for d in page.items] == ["j4", "j2", "j0"]
+        store.create(job(f"j{i}", tenant="a" if i % 2 == 0 else "b", t=100.0 + i, sample_count=i))
+    page = store.list(JobRecord, tenant="a")
+    assert [r.id for r in page.items] == ["j4", "j2", "j0"]
     assert page.count == 3
-    page = store.list("job", tenant="a", offset=1, limit=1)
-    assert [d["id"] for d in page.items] == ["j2"]
+    page = store.list(JobRecord, tenant="a", offset=1, limit=1)
+    assert [r.id for r in page.items] == ["j2"]
     assert page.count == 3
-    assert store.list("job", match=lambda d: d["n"] >= 3).count == 2
-    assert store.list("job").count == 5
+    assert store.list(JobRecord, match=lambda r: (r.sample_count or 0) >= 3).count == 2
+    assert store.list(JobRecord).count == 5
 
 
 def test_update_moves_state_index(store: JobStore) -> None:
-    store.create("job", doc("j1"))
+    store.create(job("j1"))
 
-    def run(d: dict) -> dict:
-        d["state"] = "running"
-        return d
+    def run(record: JobRecord) -> JobRecord:
+        record.state = JobState.RUNNING
+        return record
 
-    assert store.update("job", "j1", run)["state"] == "running"  # type: ignore[index]
-    assert store.list("job", state="queued").count == 0
-    assert [d["id"] for d in store.list("job", state="running").items] == ["j1"]
-    assert store.update("job", "j1", lambda d: None) is None  # precondition failed: unchanged
-    assert store.update("job", "missing", run) is None
+    updated = store.update(JobRecord, "j1", run)
+    assert updated is not None
+    assert updated.state == JobState.RUNNING
+    assert store.list(JobRecord, state="queued").count == 0
+    assert [r.id for r in store.list(JobRecord, state="running").items] == ["j1"]
+    assert store.update(JobRecord, "j1", lambda r: None) is None  # precondition failed
+    assert store.update(JobRecord, "missing", run) is None
+
+
+def test_writes_are_validated_and_follow_the_state_machine(store: JobStore) -> None:
+    store.create(job("j1"))
+
+    def finish_unstarted(record: JobRecord) -> JobRecord:
+        record.state = JobState.SUCCEEDED  # queued → succeeded: no such edge
+        return record
+
+    with pytest.raises(IllegalTransition, match="queued → succeeded"):
+        store.update(JobRecord, "j1", finish_unstarted)
+
+    def corrupt(record: JobRecord) -> JobRecord:
+        record.params.classes.append(-1)  # a nested change bypasses assignment checks ...
+        return record
+
+    with pytest.raises(ValidationError):  # ... but not the store's validation
+        store.update(JobRecord, "j1", corrupt)
+    unchanged = store.get(JobRecord, "j1")
+    assert unchanged is not None
+    assert unchanged.state == JobState.QUEUED
+    assert -1 not in unchanged.params.classes
 
 
 def test_concurrent_updates_are_serialised(store: JobStore) -> None:
-    store.create("job", doc("j1", n=0))
-
-    def bump(d: dict) -> dict:
-        d["n"] += 1
-        return d
+    store.create(job("j1", sample_count=0))
 
     def worker() -> None:
         for _ in range(25):
-            store.update("job", "j1", bump)
+            store.update(JobRecord, "j1", bump)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert store.get("job", "j1")["n"] == 100  # type: ignore[index]
+    final = store.get(JobRecord, "j1")
+    assert final is not None
+    assert final.sample_count == 100
+
+
+def progress(step: int) -> ProgressEvent:
+    return ProgressEvent(
+        phase=Phase.TRAINING, step=step, total_steps=9, fraction=step / 9, updated_at=1.0
+    )
 
 
 def test_events_and_keys(store: JobStore) -> None:
-    assert [store.append_event("j1", {"i": i}) for i in range(3)] == [1, 2, 3]
-    assert store.read_events("j1", after=1) == [(2, {"i": 1}), (3, {"i": 2})]
-    assert store.read_events("j1", after=0, limit=1) == [(1, {"i": 0})]
+    assert [store.append_event("j1", progress(i)) for i in range(3)] == [1, 2, 3]
+    assert store.read_events("j1", after=1) == [(2, progress(1)), (3, progress(2))]
+    assert store.read_events("j1", after=0, limit=1) == [(1, progress(0))]
+    store.append_event("j1", StateEvent(state=JobState.SUCCEEDED))
+    assert store.read_events("j1", after=3) == [(4, StateEvent(state=JobState.SUCCEEDED))]
     store.delete_events("j1")
     assert store.read_events("j1") == []
     assert store.put_key("ns", "k", "v1") is None
@@ -102,23 +155,42 @@ def test_events_and_keys(store: JobStore) -> None:
 
 def test_sqlite_state_survives_reopen(tmp_path: Path) -> None:
     first = SqliteJobStore(tmp_path / "c3.sqlite")
-    first.create("job", doc("j1", n=7))
-    first.append_event("j1", {"step": 1})
+    first.create(job("j1", sample_count=7))
+    first.append_event("j1", progress(1))
     first.close()
     second = SqliteJobStore(tmp_path / "c3.sqlite")
-    assert second.get("job", "j1")["n"] == 7  # type: ignore[index]
-    assert second.read_events("j1") == [(1, {"step": 1})]
+    reopened = second.get(JobRecord, "j1")
+    assert reopened is not None
+    assert reopened.sample_count == 7
+    assert second.read_events("j1") == [(1, progress(1))]
+
+
+def test_version_1_records_are_read(tmp_path: Path) -> None:
+    """A data folder written by version 1 (bare lease token, checkpoint time) still opens."""
+    store = SqliteJobStore(tmp_path / "c3.sqlite")
+    v1 = json.loads(job("j1", state=JobState.RUNNING).model_dump_json())
+    v1["task"] = {"state": "running", "attempts": 1, "lease": "abc", "heartbeat_at": 5.0}
+    v1["training_seconds_at_checkpoint"] = 3.5
+    store._conn().execute(
+        "INSERT INTO records (kind, id, tenant, state, created_at, doc) VALUES (?,?,?,?,?,?)",
+        ("job", "j1", "a", "running", 1.0, json.dumps(v1)),
+    )
+    record = store.get(JobRecord, "j1")
+    assert record is not None
+    assert record.task.lease == Lease(token="abc", heartbeat_at=5.0)
 
 
 def test_redis_records_survive_a_redis_restart(persistent_redis) -> None:  # type: ignore[no-untyped-def]
     store = RedisJobStore(persistent_redis.url)
-    store.create("job", doc("j1", n=7))
-    store.append_event("j1", {"step": 1})
+    store.create(job("j1", sample_count=7))
+    store.append_event("j1", progress(1))
     persistent_redis.restart()
     store = RedisJobStore(persistent_redis.url)
-    assert store.get("job", "j1")["n"] == 7  # type: ignore[index]
-    assert store.list("job", state="queued").count == 1
-    assert store.read_events("j1") == [(1, {"step": 1})]
+    reopened = store.get(JobRecord, "j1")
+    assert reopened is not None
+    assert reopened.sample_count == 7
+    assert store.list(JobRecord, state="queued").count == 1
+    assert store.read_events("j1") == [(1, progress(1))]
 
 
 def test_redis_down_is_store_unavailable() -> None:
@@ -128,7 +200,7 @@ def test_redis_down_is_store_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         store.ping()
     with pytest.raises(StoreUnavailable):
-        store.get("job", "x")
+        store.get(JobRecord, "x")
 
 
 def test_blob_store(tmp_path: Path) -> None:

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import torch
 
-from service.records import new_record
 from service.storage import keys, open_stores
-from tests import factories
+from tests import factories, records
 from worker import classifier_cache
 from worker.context import WorkerContext
 from worker.settings import WorkerSettings
@@ -20,20 +19,8 @@ def test_repeated_loads_hit_the_cache_and_old_entries_are_evicted(tmp_path: Path
     data = factories.safetensors_bytes(factories.random_model("mlp", (1, 8, 8)))
     docs = []
     for i in range(3):
-        doc = new_record(
-            "t",
-            f"clf_{i}",
-            "ready",
-            format="safetensors",
-            input_shape=[1, 8, 8],
-            class_names=list(factories.DIGIT_CLASSES),
-            mean=[0.0],
-            std=[1.0],
-            architecture="mlp",
-            architecture_config={},
-            canonical_sha256=str(i),
-        )
-        ctx.stores.artifacts.put(keys.classifier_canonical("t", doc["id"]), data)
+        doc = records.classifier_record("t", architecture="mlp", canonical_sha256=str(i))
+        ctx.stores.artifacts.put(keys.classifier_canonical("t", doc.id), data)
         docs.append(doc)
     cpu = torch.device("cpu")
     classifier_cache._cache.clear()

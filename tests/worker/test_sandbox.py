@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +68,59 @@ def test_a_dead_zygote_is_replaced(sandbox: Sandbox) -> None:
     sandbox._proc.wait()
     assert sandbox.run("json:loads", ["2"], LIMITS) == 2
     assert sandbox._proc.pid != first
+
+
+# --- isolation (bubblewrap) --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbox, Path]]:
+    """A sandbox that must isolate itself, with a "data folder" it must not see."""
+    data = tmp_path_factory.mktemp("data")
+    (data / "secret.txt").write_text("another tenant's upload")
+    box = Sandbox("bwrap", hidden=[data])
+    yield box, data
+    box.close()
+
+
+def test_an_isolated_check_reaches_no_network(
+    isolated: tuple[Sandbox, Path], redis_base_url: str
+) -> None:
+    box, _ = isolated
+    port = int(redis_base_url.rsplit(":", 1)[1])
+    socket.create_connection(("127.0.0.1", port), timeout=2).close()  # Redis answers here ...
+    with pytest.raises(SandboxFailure, match=r"ConnectionRefusedError|unreachable"):
+        box.run("socket:create_connection", [["127.0.0.1", port], 2], LIMITS)  # ... not inside
+    assert box.isolated
+
+
+def test_an_isolated_check_sees_and_writes_only_its_exchange_folder(
+    isolated: tuple[Sandbox, Path], tmp_path: Path
+) -> None:
+    box, data = isolated
+    assert box.run("os:listdir", [str(data)], LIMITS) == []  # the data folder looks empty
+    project = Path(__file__).resolve().parents[2]
+    for outside in (tmp_path / "escaped", project / "escaped"):
+        with pytest.raises(SandboxFailure, match=r"Read-only file system|No such file"):
+            box.run("os:mkdir", [str(outside)], LIMITS)
+        assert not outside.exists()
+    with box.workdir() as folder:
+        (folder / "upload").write_text("bytes to check")
+        assert box.run("os:listdir", [str(folder)], LIMITS) == ["upload"]
+        assert box.run("os:mkdir", [str(folder / "canonical")], LIMITS) is None
+        assert (folder / "canonical").is_dir()
+    assert not folder.exists()
+
+
+def test_an_isolated_check_sees_no_other_process(isolated: tuple[Sandbox, Path]) -> None:
+    box, _ = isolated
+    inside = [p for p in box.run("os:listdir", ["/proc"], LIMITS) if p.isdigit()]
+    assert len(inside) <= 3  # bubblewrap, the zygote and the check itself
+    assert len([p for p in os.listdir("/proc") if p.isdigit()]) > 10  # the host has many
+
+
+def test_an_isolated_hang_is_cut_and_the_sandbox_goes_on(isolated: tuple[Sandbox, Path]) -> None:
+    box, _ = isolated
+    with pytest.raises(SandboxFailure, match="did not finish within 1 s"):
+        box.run("time:sleep", [60], Limits(cpu_seconds=5, memory_mb=512, wall_seconds=1))
+    assert box.run("json:loads", ["3"], LIMITS) == 3

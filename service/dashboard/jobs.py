@@ -1,0 +1,235 @@
+"""The jobs pages: the list with the start form, a job's page, a class's samples and strip."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from models.contracts.artifacts import SampleRecord
+from service import plots, report, samples
+from service.dashboard.session import PageTenant, SameOrigin, page_router
+from service.dashboard.templating import render
+from service.dashboard.views import (
+    WEIGHT_NAMES,
+    confident_share,
+    given_weights,
+    inversion_from_form,
+)
+from service.deps import CeleryDep, SettingsDep, StoresDep
+from service.errors import Problem
+from service.images import grid_png
+from service.jobs import cancel, start_job
+from service.records import (
+    FINISHED_JOB_STATES,
+    ClassifierRecord,
+    DatasetRecord,
+    JobRecord,
+    JobState,
+    UploadState,
+)
+from service.registry import get_owned
+from service.storage import ArtifactStore, Stores
+
+router = page_router()
+
+JOBS_PER_PAGE = 50
+CLASSES_PER_PAGE = 20  # class strips on a job page
+SAMPLES_PER_PAGE = 60  # thumbnails on a class page
+STRIP_SAMPLES = 12  # thumbnails in a class's strip
+
+
+def _pages(page: int, count: int, per_page: int) -> tuple[int, int]:
+    pages = max(1, math.ceil(count / per_page))
+    return min(max(page, 1), pages), pages
+
+
+def _jobs_page(
+    request: Request,
+    stores: Stores,
+    tenant: str,
+    *,
+    page: int = 1,
+    classifier_id: str | None = None,
+    state: str | None = None,
+    status: int = 200,
+    error: str | None = None,
+    form: dict[str, Any] | None = None,
+) -> HTMLResponse:
+    listed = stores.jobs.list(
+        JobRecord,
+        tenant=tenant,
+        state=state or None,
+        match=lambda job: classifier_id is None or job.classifier_id == classifier_id,
+        offset=(page - 1) * JOBS_PER_PAGE,
+        limit=JOBS_PER_PAGE,
+    )
+    classifiers = stores.jobs.list(ClassifierRecord, tenant=tenant).items
+    datasets = stores.jobs.list(DatasetRecord, tenant=tenant, state=UploadState.READY).items
+    return render(
+        request,
+        "jobs.html",
+        status,
+        nav="jobs",
+        jobs=listed.items,
+        count=listed.count,
+        page=page,
+        pages=max(1, math.ceil(listed.count / JOBS_PER_PAGE)),
+        classifier_names={c.id: c.name for c in classifiers},
+        ready_classifiers=[c for c in classifiers if c.state == UploadState.READY],
+        datasets=datasets,
+        filter_classifier=classifier_id,
+        filter_state=state,
+        states=[s.value for s in JobState],
+        weight_names=WEIGHT_NAMES,
+        confident_share=confident_share,
+        error=error,
+        form=form or {},
+        idempotency_key=secrets.token_urlsafe(16),
+    )
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs_page(
+    request: Request,
+    tenant: PageTenant,
+    stores: StoresDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    classifier_id: str | None = None,
+    state: str | None = None,
+) -> HTMLResponse:
+    return _jobs_page(
+        request, stores, tenant, page=page, classifier_id=classifier_id or None, state=state
+    )
+
+
+@router.post("/jobs", response_class=HTMLResponse, dependencies=[SameOrigin])
+async def start_job_form(
+    request: Request,
+    tenant: PageTenant,
+    stores: StoresDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+) -> Response:
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    try:
+        body = inversion_from_form(form)
+        job = start_job(stores, celery, settings, tenant, body, form.get("idempotency_key") or None)
+    except Problem as exc:
+        where = f"{exc.field}: " if exc.field and not exc.detail.startswith(exc.field) else ""
+        return _jobs_page(
+            request, stores, tenant, status=exc.status, error=where + exc.detail, form=form
+        )
+    return RedirectResponse(f"/dashboard/jobs/{job.id}", status_code=303)
+
+
+def owned_job(id: str, tenant: PageTenant, stores: StoresDep) -> JobRecord:
+    return get_owned(stores, JobRecord, id, tenant)
+
+
+PageJob = Annotated[JobRecord, Depends(owned_job)]
+
+
+@router.post("/jobs/{id}/cancel", dependencies=[SameOrigin])
+def cancel_job(job: PageJob, stores: StoresDep) -> Response:
+    cancel(stores.jobs, job)
+    return RedirectResponse(f"/dashboard/jobs/{job.id}", status_code=303)
+
+
+@router.get("/jobs/{id}", response_class=HTMLResponse)
+def job_page(
+    request: Request,
+    job: PageJob,
+    stores: StoresDep,
+    classes_page: Annotated[int, Query(ge=1)] = 1,
+) -> HTMLResponse:
+    classifier = stores.jobs.get(ClassifierRecord, job.classifier_id)
+    dataset = stores.jobs.get(DatasetRecord, job.dataset_id) if job.dataset_id else None
+    context: dict[str, Any] = {
+        "nav": "jobs",
+        "job": job,
+        "weights": given_weights(job),
+        "classifier": classifier if classifier and classifier.tenant == job.tenant else None,
+        "dataset": dataset if dataset and dataset.tenant == job.tenant else None,
+        "curves": report.training_curves(stores.jobs, job).panels(),
+        "finished": job.state in FINISHED_JOB_STATES,
+        "confident_share": confident_share(job),
+    }
+    if job.state == JobState.SUCCEEDED:
+        metrics = report.job_metrics(stores.artifacts, job)
+        figures = report.job_report_figures(stores.artifacts, job)
+        ood = figures.ood if figures is not None else None
+        classes = job.params.classes
+        classes_page, pages = _pages(classes_page, len(classes), CLASSES_PER_PAGE)
+        shown = classes[(classes_page - 1) * CLASSES_PER_PAGE : classes_page * CLASSES_PER_PAGE]
+        context |= {
+            "overall": report.grouped_figures(report.overall_figures(metrics)),
+            "per_class": report.per_class_table(metrics, job.class_names),
+            "histogram": plots.histogram_svg(report.job_histogram(stores.artifacts, job)),
+            "has_reference": figures is not None and figures.msp.reference is not None,
+            "evasion": report.evasion_rows(ood),
+            "evasion_bars": report.evasion_bars(ood),
+            "ood": ood,
+            "shown_classes": shown,
+            "classes_page": classes_page,
+            "classes_pages": pages,
+        }
+    return render(request, "job.html", **context)
+
+
+SORTS = {
+    "index": (lambda r: r.index),
+    "confidence": (lambda r: (r.confidence, r.index)),
+    "-confidence": (lambda r: (-r.confidence, r.index)),
+}
+
+
+@router.get("/jobs/{id}/classes/{cls}", response_class=HTMLResponse)
+def class_page(
+    request: Request,
+    job: PageJob,
+    cls: int,
+    stores: StoresDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    sort: Annotated[str, Query(pattern="^(index|confidence|-confidence)$")] = "index",
+) -> HTMLResponse:
+    samples.require_succeeded(job)
+    records: list[SampleRecord] = samples.class_records(stores.artifacts, job, cls)
+    if sort != "index":
+        records = samples.cached(
+            job, f"class-{cls}-{sort}", lambda: sorted(records, key=SORTS[sort])
+        )
+    page, pages = _pages(page, len(records), SAMPLES_PER_PAGE)
+    shown = records[(page - 1) * SAMPLES_PER_PAGE : page * SAMPLES_PER_PAGE]
+    return render(
+        request,
+        "class_samples.html",
+        nav="jobs",
+        job=job,
+        cls=cls,
+        samples=[samples.to_public(job, r) for r in shown],
+        count=len(records),
+        page=page,
+        pages=pages,
+        sort=sort,
+    )
+
+
+def class_strip(artifacts: ArtifactStore, job: JobRecord, cls: int) -> bytes:
+    """The first samples of a class side by side, one PNG (one request per class)."""
+
+    def build() -> bytes:
+        images = samples.pixels(artifacts, job)
+        records = samples.class_records(artifacts, job, cls)[:STRIP_SAMPLES]
+        return grid_png([[images[r.index] for r in records]], margin=0)
+
+    return samples.cached(job, f"strip-{cls}", build)
+
+
+@router.get("/jobs/{id}/classes/{cls}/strip.png", response_class=Response)
+def class_strip_png(job: PageJob, cls: int, request: Request, stores: StoresDep) -> Response:
+    samples.require_succeeded(job)
+    return samples.immutable(request, class_strip(stores.artifacts, job, cls), "image/png")
