@@ -36,9 +36,9 @@ from torch.nn import functional as F
 
 from models.architectures import build_architecture
 from models.classifier import LoadedClassifier
+from models.contracts.classifier import ClassifierRejected, ClassifierSpec
 from models.digits import DigitsData, load_digits_variant
 from models.loading import load_classifier
-from models.contracts.classifier import ClassifierRejected, ClassifierSpec
 
 logger = logging.getLogger(__name__)
 
