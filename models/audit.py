@@ -204,6 +204,7 @@ def audit(
         reference_y=None if reference is None else reference.y,
         cost=cost,
         train_x=None if reference is None else reference.train_x,
+        batch_size=config.batch_size,  # the batch the job was admitted at (contracts.cost)
     )
     logits = measured.counterfeit_outputs.logits
     if not torch.isfinite(logits).all():

@@ -139,8 +139,10 @@ def compute_metrics(
     train_x: torch.Tensor | None = None,
     knn_k: int = 5,
     confident_threshold: float = CONFIDENT,
+    batch_size: int = 500,
 ) -> MetricsResult:
     """All audit figures for counterfeits `images` (n, C, H, W) aimed at `targets` (n,).
+    The classifier sees `batch_size` images at a time.
 
     `reference_x` (m, C, H, W) [0, 1] real images (with labels `reference_y` for per-class
     comparisons) enable the distinctness figures; `train_x` adds the distance to the nearest
@@ -150,7 +152,7 @@ def compute_metrics(
     y = torch.as_tensor(targets).long().flatten().cpu()
     if images.shape[0] != y.shape[0]:
         raise ValueError("images and targets differ in length")
-    out = classifier_outputs(classifier, images)
+    out = classifier_outputs(classifier, images, batch_size)
     p_target = out.probabilities.gather(1, y[:, None]).squeeze(1) if len(y) else torch.empty(0)
     correct = out.probabilities.argmax(dim=1) == y
     msp = out.probabilities.max(dim=1).values
@@ -161,7 +163,7 @@ def compute_metrics(
     nn_fake = nn_real = train_fake = train_real = None
     if reference_x is not None and reference_x.shape[0] >= 2:
         ref = reference_x.detach().float().cpu()
-        ref_out = classifier_outputs(classifier, ref)
+        ref_out = classifier_outputs(classifier, ref, batch_size)
         if reference_y is not None:
             ref_y = torch.as_tensor(reference_y).long().flatten().cpu()
         ref_msp = ref_out.probabilities.max(dim=1).values

@@ -5,6 +5,7 @@ fault when there is one."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,7 +20,11 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 
-class Problem(Exception):
+class Problem(StarletteHTTPException):
+    """An error with a status, a title and a detail for the user. An HTTP exception, so that
+    it passes through FastAPI's own handling unchanged (a problem raised while a request body
+    streams in is not turned into "There was an error parsing the body")."""
+
     status = 400
     title = "Bad request"
     slug = "bad-request"
@@ -32,8 +37,11 @@ class Problem(Exception):
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
-        super().__init__(detail)
+        super().__init__(self.status, detail, headers)
         self.detail, self.field, self.headers, self.extra = detail, field, headers, extra
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class BadRequest(Problem):
@@ -75,7 +83,7 @@ def problem_response(
     slug: str,
     detail: str,
     *,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
     body = {

@@ -88,6 +88,7 @@ def _check_memory(
         batch_size=config.batch_size,
         latent_dim=config.latent_dim,
         width=config.width,
+        sample_batch_size=config.sample_batch_size,
         trains_generator=config.method != "pixel",
         profile=classifier.cost,
         classifier_parameters=classifier.param_count or 0,

@@ -32,6 +32,9 @@ from service.storage import ArtifactNotFound, ArtifactStore, JobStore, Stores
 
 REPORT_GRID_PER_CLASS = 8
 """Samples per class inlined in the HTML report (the rest are in the downloads)."""
+REPORT_GRID_CLASSES = 100
+"""Classes whose samples the HTML report inlines: the page stays a few megabytes whatever the
+job (the rest are in the downloads)."""
 
 DETECTOR_LABELS = {
     "max-softmax": "Max softmax (MSP)",
@@ -454,7 +457,7 @@ def inlined_grid(artifacts: ArtifactStore, job: JobRecord) -> dict[int, list[Thu
                 )
                 for record in samples.class_records(artifacts, job, cls)[:REPORT_GRID_PER_CLASS]
             ]
-            for cls in job.params.classes
+            for cls in job.params.classes[:REPORT_GRID_CLASSES]
         }
 
     return samples.cached(job, "inlined-grid", build)

@@ -13,7 +13,6 @@ from service.housekeeping import Housekeeper
 from service.queue import GPU_QUEUE, make_celery
 from worker import tasks
 from worker.context import bind_app, get_context
-from worker.limits import cap_address_space
 from worker.settings import get_worker_settings
 
 log = logging.getLogger(__name__)
@@ -34,24 +33,10 @@ def create_worker_app(*, preload_engine: bool = False) -> Celery:
     return app
 
 
-JOB_HEADROOM = 1024 * 1024 * 1024
-"""Address space a job process may map beyond its memory budget: thread stacks and allocator
-arenas are reserved, not used, and count against RLIMIT_AS all the same."""
-
-
 def _prepare_job_process(**_: Any) -> None:
-    """In each pool child as it starts: import torch and the job code (the first job does not
-    pay for it), and cap the child's memory at the budget of one job (on the CPU; CUDA
-    reserves address space by the terabyte, so there the cap would fail every job)."""
-    import torch
-
-    import worker.jobs  # noqa: F401  (the engine, the job runner)
-
-    settings = get_worker_settings()
-    if torch.cuda.is_available() or (settings.device or "").startswith("cuda"):
-        return
-    cap = cap_address_space(settings.job_memory_mb * 1024 * 1024 + JOB_HEADROOM)
-    log.info("job process capped at %.0f MB of address space", cap / 2**20)
+    """In each pool child as it starts: import torch and the job code, so the first job does
+    not pay for it."""
+    import worker.jobs  # noqa: F401  (torch, the engine, the job runner)
 
 
 def _start_housekeeping(**_: Any) -> None:

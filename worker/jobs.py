@@ -10,6 +10,7 @@ continues from the trained generator of the job it follows instead of training.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ import torch
 from models.audit import AuditHooks, AuditResult, InversionFailed, Reference, Stopped, audit
 from models.classifier import LoadedClassifier
 from models.contracts.artifacts import Phase, Progress
+from models.contracts.classifier import ClassifierRejected
 from models.device import pick_device
 from models.reference_data import load_canonical
 from service.background import Claim, Heartbeat, claim
@@ -39,6 +41,8 @@ from service.records import (
 from service.storage import ArtifactNotFound, StoreUnavailable, is_disk_full, keys
 from worker.classifier_cache import load_cached_classifier
 from worker.context import WorkerContext, get_context
+from worker.limits import memory_cap
+from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +207,10 @@ def run_job(job_id: str) -> None:
         if record.cancel_requested:
             run.cancel.set()
 
-    with Heartbeat(store, lease, ctx.settings.heartbeat_seconds, on_renew) as beat:
+    with (
+        Heartbeat(store, lease, ctx.settings.heartbeat_seconds, on_renew) as beat,
+        _job_memory(ctx.settings),
+    ):
         run.lost = beat.lost
         try:
             result = run.run()
@@ -213,19 +220,8 @@ def run_job(job_id: str) -> None:
                 log.warning("job %s: lease lost, leaving it to its new owner", job_id)
                 return
             finish = _ended(JobState.CANCELLED, None)
-        except (JobFailed, InversionFailed) as exc:
-            finish = _ended(JobState.FAILED, ErrorInfo(title="Job failed", detail=str(exc)))
-        except MemoryError:
-            finish = _ended(JobState.FAILED, _out_of_memory(ctx.settings.job_memory_mb))
         except Exception as exc:
-            if is_disk_full(exc):
-                finish = _ended(JobState.FAILED, _disk_full(exc))
-            elif "can't allocate memory" in str(exc):  # torch's allocator, past the job's limit
-                finish = _ended(JobState.FAILED, _out_of_memory(ctx.settings.job_memory_mb))
-            else:
-                log.exception("job %s failed", job_id)
-                detail = f"{type(exc).__name__}: {exc}"
-                finish = _ended(JobState.FAILED, ErrorInfo(title="Internal error", detail=detail))
+            finish = _ended(JobState.FAILED, _failure(job_id, exc, ctx.settings))
     final = _retrying(lambda: lease.finish(store, finish))
     if final is not None:
         _retrying(lambda: run.event(StateEvent(state=final.state, error=final.error)))
@@ -270,6 +266,22 @@ def _ended(state: JobState, error: ErrorInfo | None) -> Callable[[JobRecord], Jo
     return finish
 
 
+def _failure(job_id: str, exc: BaseException, settings: WorkerSettings) -> ErrorInfo:
+    """Why a job failed, in words its user can act on."""
+    if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
+        return _out_of_memory(settings.job_memory_mb)  # torch's allocator past the job's cap
+    if is_disk_full(exc):
+        return _disk_full(exc)
+    if isinstance(exc, JobFailed | InversionFailed):
+        return ErrorInfo(title="Job failed", detail=str(exc))
+    if isinstance(exc, ClassifierRejected):  # fine when validated, failing at this job's size
+        return ErrorInfo(
+            title="Classifier failed", detail=f"the classifier fails on this job's batches: {exc}"
+        )
+    log.error("job %s failed", job_id, exc_info=exc)
+    return ErrorInfo(title="Internal error", detail=f"{type(exc).__name__}: {exc}")
+
+
 def _disk_full(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(
         title="Disk full",
@@ -277,6 +289,19 @@ def _disk_full(exc: BaseException) -> ErrorInfo:
         "checkpoint by itself once there is space again",
         code="disk-full",
     )
+
+
+JOB_HEADROOM = 512 * 1024 * 1024
+"""Address space a job may map beyond its memory budget: thread stacks and allocator arenas are
+reserved, not used, and count against RLIMIT_AS all the same."""
+
+
+def _job_memory(settings: WorkerSettings) -> contextlib.AbstractContextManager[object]:
+    """The job's memory cap, on the CPU (CUDA reserves address space by the terabyte: there a
+    cap would fail every job)."""
+    if torch.cuda.is_available() or (settings.device or "").startswith("cuda"):
+        return contextlib.nullcontext()
+    return memory_cap(settings.job_memory_mb * 1024 * 1024 + JOB_HEADROOM)
 
 
 def _out_of_memory(budget_mb: int) -> ErrorInfo:

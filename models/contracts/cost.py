@@ -101,8 +101,8 @@ def generator_plan(
 
 class CostProfile(BaseModel):
     """One forward and backward pass of a classifier, measured by the validation at growing
-    batch sizes: the bytes its graph keeps for the backward pass (with its outputs) and the
-    time. Superlinear growth (a graph that pads by the batch) shows in the extrapolation."""
+    batch sizes: its peak memory and its time. Superlinear growth (a graph that pads by the
+    batch) shows in the extrapolation."""
 
     batch_sizes: list[int] = Field(min_length=1)
     activation_bytes: list[int]
@@ -125,6 +125,11 @@ class CostProfile(BaseModel):
         return self.seconds[-1] / self.batch_sizes[-1]
 
 
+RUNTIME = 128 * 2**20
+"""What the engine's runtime holds whatever the job: allocator arenas, kernel workspaces and
+caches (measured: 40-60 MB on this CPU build)."""
+
+
 class MemoryEstimate(BaseModel):
     """Peak memory of a job, by what holds it (bytes)."""
 
@@ -132,10 +137,11 @@ class MemoryEstimate(BaseModel):
     classifier: int
     samples: int
     reference: int
+    runtime: int = RUNTIME
 
     @property
     def total(self) -> int:
-        return self.generator + self.classifier + self.samples + self.reference
+        return self.generator + self.classifier + self.samples + self.reference + self.runtime
 
     def describe(self) -> str:
         parts = {
@@ -143,6 +149,7 @@ class MemoryEstimate(BaseModel):
             "classifier activations": self.classifier,
             "samples": self.samples,
             "reference set": self.reference,
+            "runtime": self.runtime,
         }
         shown = ", ".join(f"{name} {_mb(value)}" for name, value in parts.items() if value)
         return f"{_mb(self.total)} ({shown})"
@@ -159,6 +166,7 @@ def estimate_job_memory(
     batch_size: int,
     latent_dim: int,
     width: int,
+    sample_batch_size: int,
     trains_generator: bool,
     profile: CostProfile | None,
     classifier_parameters: int,
@@ -170,12 +178,15 @@ def estimate_job_memory(
     generator = 0
     if trains_generator:
         plan = generator_plan(input_shape, num_classes, latent_dim, width)
-        # weights, gradients and Adam's two moments; activations and their gradients
-        generator = FLOAT * (4 * plan.parameter_count() + 2 * batch_size * plan.activation_floats())
+        # weights, gradients and Adam's two moments; then the larger of training (activations
+        # and their gradients) and sampling (a forward pass, half its maps alive at a time)
+        work = max(2 * batch_size, sample_batch_size // 2) * plan.activation_floats()
+        generator = FLOAT * (4 * plan.parameter_count() + work)
     else:  # pixel optimisation: the optimised images with their Adam state and gradients
         generator = FLOAT * 4 * batch_size * pixels
-    measured = profile.bytes_at(batch_size) if profile is not None else FLOAT * 8 * pixels
-    classifier = int(2 * measured) + FLOAT * classifier_parameters  # kept, and its gradients
+    measured = profile.bytes_at(batch_size) if profile is not None else FLOAT * 16 * pixels
+    # the pass's peak (training, and scoring, which uses the same batch size), the weights
+    classifier = int(measured) + FLOAT * classifier_parameters
     features = (num_classes + (profile.feature_dim if profile else 1)) * FLOAT
     # delivered uint8, the float copy scored, the float64 copy the nearest-neighbour figures
     # use, and the classifier's outputs per sample

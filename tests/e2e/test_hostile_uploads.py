@@ -108,9 +108,67 @@ def onnx_linear(location: str | None = None) -> bytes:
     return onnx_graph(nodes, [weight, shape])
 
 
+def onnx_linear_plus(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto]) -> bytes:
+    """A linear classifier of the 8×8 input whose logits (`logits`) `nodes` turn into `y`; the
+    batch size is available to them as `n` (int64, shape [1])."""
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [64, 10], [0.01 * i for i in range(640)])
+    constants = [
+        weight,
+        helper.make_tensor("flat_shape", TensorProto.INT64, [2], [-1, 64]),
+        helper.make_tensor("first", TensorProto.INT64, [1], [0]),
+    ]
+    head = [
+        helper.make_node("Reshape", ["x", "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "first"], ["n"], axis=0),
+    ]
+    return onnx_graph(head + nodes, constants + inits)
+
+
+def onnx_padding_by_the_batch() -> bytes:
+    """Pads its input by 80 pixels per image in the batch: memory grows with the batch cubed
+    (16 MB at a batch of 8, 6 GB at 64), so a check at small batches passes."""
+    return onnx_linear_plus(
+        [
+            helper.make_node("Mul", ["n", "eighty"], ["p"]),
+            helper.make_node("Concat", ["zeros", "p", "p"], ["pads"], axis=0),
+            helper.make_node("Pad", ["x", "pads"], ["big"]),
+            helper.make_node("ReduceMean", ["big", "spatial"], ["m"], keepdims=0),
+            helper.make_node("Unsqueeze", ["m", "second"], ["m1"]),
+            helper.make_node("Add", ["logits", "m1"], ["y"]),
+        ],
+        [
+            helper.make_tensor("eighty", TensorProto.INT64, [1], [80]),
+            helper.make_tensor("zeros", TensorProto.INT64, [6], [0] * 6),
+            helper.make_tensor("spatial", TensorProto.INT64, [3], [1, 2, 3]),
+            helper.make_tensor("second", TensorProto.INT64, [1], [1]),
+        ],
+    )
+
+
+def onnx_nan_above_batch_8() -> bytes:
+    """Logits times sqrt(8.5 − batch): finite for batches of up to 8, NaN above."""
+    return onnx_linear_plus(
+        [
+            helper.make_node("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
+            helper.make_node("Sub", ["limit", "nf"], ["room"]),
+            helper.make_node("Sqrt", ["room"], ["scale"]),
+            helper.make_node("Mul", ["logits", "scale"], ["y"]),
+        ],
+        [helper.make_tensor("limit", TensorProto.FLOAT, [1], [8.5])],
+    )
+
+
 def npz(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def npz_compressed(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     return buffer.getvalue()
 
 
@@ -246,6 +304,12 @@ CASES = [
         lambda: mlp_bytes(lambda m: m.net[1].weight.zero_()),
         "does not depend on its input",
     ),
+    Case(
+        "onnx-nan-at-larger-batches",
+        onnx_nan_above_batch_8,
+        "NaN or infinite logits for a batch of 16 images",
+        form=ONNX,
+    ),
     # request-level refusals
     Case("oversize-body", lambda: b"\0" * (LIMIT + 1), "larger than the limit", status=413),
     # reference datasets
@@ -327,6 +391,20 @@ CASES = [
         form={"format": "png-zip"},
     ),
     Case(
+        "npz-zeros-unpacking-to-300-mb",  # 300 KB sent, 300 MB to hold: amplification
+        lambda: npz_compressed(x=np.zeros((300, 1, 512, 512), np.float32)),
+        "bytes unpacked",
+        endpoint="/datasets",
+        form={"format": "npz"},
+    ),
+    Case(
+        "zip-undecodable-png",
+        lambda: png_zip({"a.png": b"\x89PNG\r\n\x1a\n" + b"\0" * 64}),
+        "cannot be decoded as PNG",
+        endpoint="/datasets",
+        form={"format": "png-zip"},
+    ),
+    Case(
         "zip-mixed-sizes",
         lambda: png_zip({"a.png": png((8, 8)), "b.png": png((9, 9))}),
         "one size",
@@ -360,6 +438,7 @@ def test_hostile_upload_is_refused(service: Service, case: Case) -> None:
     problem = response.json()
     assert case.detail in problem["detail"], problem
     assert "cannot be read" not in problem["detail"], "refused for an unforeseen reason"
+    assert "object at 0x" not in problem["detail"], "a repr is no reason"
     if case.status == 422 and "id" in problem:  # refused by the sandbox: the record says why
         record = service.request("GET", f"{case.endpoint}/{problem['id']}").json()
         assert record["status"] == "rejected"
@@ -381,6 +460,63 @@ def test_request_level_refusals(service: Service) -> None:
     assert missing.json()["field"] in {"name", "input_shape", "class_names"}
     no_file = service.request("POST", "/classifiers", data=CLASSIFIER_FORM)
     assert no_file.status_code in (415, 422)
+    boundary = "c3boundary"
+    cut_off = service.request(  # the connection dropped before the closing boundary
+        "POST",
+        "/classifiers",
+        content=(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="m.onnx"\r\n\r\nhalf of a mod'
+        ).encode(),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert cut_off.status_code == 400
+    assert "closing boundary" in cut_off.json()["detail"]
+    assert service.request("GET", "/classifiers").json()["count"] == 0 or all(
+        c["name"] != "x" for c in service.request("GET", "/classifiers").json()["data"]
+    )
+
+
+def test_a_graph_whose_memory_outgrows_its_batch_is_held_to_its_measured_cost(
+    service: Service,
+) -> None:
+    """It passes the validation (its small batches are harmless), which measures its cost;
+    the job that would need gigabytes at its batch size is refused before it runs."""
+    response = service.request(
+        "POST", "/classifiers", headers={"Prefer": "wait=90"},
+        data={**CLASSIFIER_FORM, **ONNX, "name": "pads-by-the-batch"},
+        files={"file": ("pad.onnx", onnx_padding_by_the_batch())},
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    clf = response.json()["id"]
+    refused = service.request("POST", "/inversions", json={"classifier_id": clf})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["field"] == "batch_size"
+    assert "smaller batch_size" in refused.json()["detail"]
+    small = service.request(
+        "POST", "/inversions", json={"classifier_id": clf, "batch_size": 4, "steps": 2,
+                                     "samples_per_class": 1},
+    )  # fmt: skip
+    assert small.status_code == 202, small.text
+    assert service.wait(small.json()["id"])["state"] == "succeeded"
+
+
+def test_reference_labels_beyond_the_classifiers_classes_are_refused(service: Service) -> None:
+    clf = service.upload_classifier()
+    response = service.request(
+        "POST", "/datasets", headers={"Prefer": "wait=90"}, data={"name": "labels-to-12"},
+        files={"file": ("ref.npz", npz(x=np.zeros((13, 1, 8, 8), np.uint8),
+                                        y=np.arange(13, dtype=np.int64)))},
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    job = service.request(
+        "POST",
+        "/inversions",
+        json={"classifier_id": clf["id"], "dataset_id": response.json()["id"]},
+    )
+    assert job.status_code == 422
+    assert "labels up to 12" in job.json()["detail"]
 
 
 def test_other_tenants_ids_do_not_exist(tenants: tuple[Service, dict[str, str]]) -> None:

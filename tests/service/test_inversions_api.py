@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from models.contracts.cost import CostProfile
+from service.app import create_app
 from service.records import Record, UploadState
 from service.settings import ServiceSettings
-from service.storage import open_stores
+from service.storage import Stores, open_stores
 from tests import records
 from tests.service.test_uploads import problem
 
@@ -169,3 +171,102 @@ def test_prometheus_metrics(api: TestClient, classifier: str) -> None:
     assert "c3_queue_depth 1.0" in text
     assert "c3_job_duration_seconds_count 0.0" in text
     assert "c3_step_rate 0.0" in text
+
+
+# --- bounds: every request's work is bounded by its parameters ---------------------------------
+
+
+def stores_of(api: TestClient) -> Stores:
+    return open_stores(api.app.state.settings)  # type: ignore[attr-defined]
+
+
+def test_a_job_over_the_memory_budget_is_refused_with_the_figures(api: TestClient) -> None:
+    """The service's own limits allow 1,000 classes × 1,000 samples of 4×512×512: estimated
+    at submission, such a job is refused before it can take a worker down."""
+    opened = stores_of(api)
+    try:
+        big = records.classifier_record(classes=1000, architecture="paper-cnn")
+        big = big.model_copy(update={"input_shape": (4, 512, 512), "mean": (0.0,)})
+        opened.jobs.create(big)
+        profiled = records.classifier_record(side=28)
+        # measured by the validation: a graph that pads by the batch (memory ∝ batch²)
+        profiled.cost = CostProfile(
+            batch_sizes=[1, 2, 4, 8, 16],
+            activation_bytes=[2**20 * b * b for b in (1, 2, 4, 8, 16)],
+            seconds=[0.01] * 5,
+        )
+        opened.jobs.create(profiled)
+    finally:
+        opened.close()
+    huge = problem(start(api, big.id, samples_per_class=1000), 422)
+    assert "MB one job may use on this service" in huge["detail"]
+    assert huge["estimate"]["total"] > 4096 * 2**20
+    assert huge["estimate"]["samples"] > huge["estimate"]["reference"]
+    fewer = problem(start(api, big.id, samples_per_class=1, classes=[0, 1]), 422)
+    assert "the generator grows with the classes" in fewer["detail"]
+    padded = problem(start(api, profiled.id, batch_size=256, samples_per_class=2), 422)
+    assert padded["field"] == "batch_size"
+    assert "smaller batch_size" in padded["detail"]
+    assert start(api, profiled.id, batch_size=16, samples_per_class=2).status_code == 202
+
+
+def test_repeated_classes_are_refused_everywhere(api: TestClient) -> None:
+    opened = stores_of(api)
+    try:
+        done = records.seed_job(opened, records.seed_classifier(opened, side=8), per_class=3)
+    finally:
+        opened.close()
+    more = api.post(f"/inversions/{done.id}/samples", json={"classes": [0] * 10_000})
+    assert problem(more, 422)["field"] == "classes"
+    grid = api.get(f"/inversions/{done.id}/grid.png", params={"classes": "0,0,0"})
+    assert "each class at most once" in problem(grid, 422)["detail"]
+    assert api.get(f"/inversions/{done.id}/grid.png", params={"classes": "0,1"}).status_code == 200
+
+
+def test_the_grid_is_bounded_and_says_what_fits(api: TestClient) -> None:
+    opened = stores_of(api)
+    try:
+        classifier = records.seed_classifier(opened, side=512, classes=5)
+        done = records.seed_job(opened, classifier, per_class=30, reference=False)
+    finally:
+        opened.close()
+    too_big = problem(api.get(f"/inversions/{done.id}/grid.png"), 422)  # 5 × 30 of 512×512
+    assert "megapixels" in too_big["detail"]
+    per_class = int(too_big["detail"].rsplit("per_class=", 1)[1].rstrip(")"))
+    fits = api.get(f"/inversions/{done.id}/grid.png", params={"per_class": per_class})
+    assert fits.status_code == 200
+    assert problem(api.get(f"/inversions/{done.id}/grid.png?per_class=0"), 422)
+
+
+def test_reference_labels_must_be_the_classifiers_classes(api: TestClient, classifier: str) -> None:
+    opened = stores_of(api)
+    try:
+        dataset = records.dataset_record(shape=(1, 28, 28))
+        dataset.label_max = 12
+        opened.jobs.create(dataset)
+    finally:
+        opened.close()
+    body = problem(start(api, classifier, dataset_id=dataset.id), 422)
+    assert body["field"] == "dataset_id"
+    assert "labels up to 12, the classifier only 10 classes" in body["detail"]
+
+
+def test_quotas_answer_429_with_retry_after(
+    c3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("C3_QUOTA_ACTIVE_JOBS", "2")
+    monkeypatch.setenv("C3_QUOTA_STORED_BYTES", "1000")
+    with TestClient(create_app(ServiceSettings()), client=("127.0.0.1", 50000)) as client:
+        clf = seed(records.classifier_record(side=28))
+        for _ in range(2):
+            assert start(client, clf, samples_per_class=1).status_code == 202
+        third = client.post("/inversions", json={"classifier_id": clf, "samples_per_class": 1})
+        assert problem(third, 429)["detail"].startswith("2 of your jobs are queued or running")
+        assert third.headers["retry-after"] == "30"
+        upload = client.post(
+            "/classifiers",
+            data={"name": "x", "format": "onnx", "input_shape": "1,8,8", "class_names": "a,b"},
+            files={"file": ("m.onnx", b"\0" * 2000)},
+        )
+        assert "would pass your quota" in problem(upload, 429)["detail"]
+        assert upload.headers["retry-after"]
