@@ -307,19 +307,28 @@ def _suggest(
             "probes stricter (e.g. target_class_confident_share 0.99), which trains longer"
         )
     lagging = [c.class_name for c in missed_classes if c.target == "class_confident_share"]
-    if lagging and diversity_missed is False:
-        out.append(
-            "the lagging classes ("
-            + ", ".join(lagging[:5])
-            + (", ..." if len(lagging) > 5 else "")
-            + ") may need the diversity weights lowered: try loss_weights.mode_seeking and "
-            "loss_weights.cosine at half their values"
-        )
+    if lagging and not diversity_missed:
+        shown = ", ".join(lagging[:5]) + (", ..." if len(lagging) > 5 else "")
+        if recipe == "adaptive":
+            out.append(
+                f"the lagging classes ({shown}) are varied enough: lower diversity_floor "
+                "(e.g. by 0.03) so the controller trades less confidence for spread"
+            )
+        else:
+            out.append(
+                f"the lagging classes ({shown}) may need less diversity pressure: try "
+                "loss_weights.cosine and loss_weights.orthogonality at half their values"
+            )
     if diversity_missed:
         out.append(
             "the classifier's features saturate, so the feature-space diversity terms cannot "
-            "see pixel collapse: raise diversity_floor (e.g. by 0.05) or "
-            "loss_weights.mode_seeking (e.g. to 1.0), or sample with dropout on"
+            "see pixel collapse: "
+            + (
+                "raise diversity_floor (e.g. by 0.05), or sample with dropout on"
+                if recipe == "adaptive"
+                else "use recipe 'adaptive', or set loss_weights.spread (e.g. 1.0) or "
+                "loss_weights.mode_seeking (e.g. 0.5), or sample with dropout on"
+            )
         )
     if missed & {"msp_auroc"} and not confidence_missed:
         out.append(

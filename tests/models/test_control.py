@@ -303,7 +303,12 @@ def test_verdict_collapse_and_missing_reference() -> None:
     collapsed = build_verdict(_metrics({"a": 1.0, "b": 1.0}, diversity=2.0))
     assert {c.name for c in collapsed.missed} == {"min_diversity_ratio", "mean_diversity_ratio"}
     assert {c.class_name for c in collapsed.missed_classes} == {"a", "b"}
-    assert any("mode_seeking" in s for s in collapsed.suggestions)
+    assert any("diversity_floor" in s for s in collapsed.suggestions)
+    fixed = build_verdict(
+        _metrics({"a": 1.0, "b": 1.0}, diversity=2.0),
+        TrainingOutcome("fixed_recipe", 500, 500, recipe="paper"),
+    )
+    assert any("recipe 'adaptive'" in s for s in fixed.suggestions)
     metrics = _metrics({"a": 1.0, "b": 1.0})
     for m in metrics["per_class"].values():
         m["reference_pixel_diversity"] = None
