@@ -12,9 +12,11 @@ not counted as engine time.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,10 +33,11 @@ from models.contracts.artifacts import (
     SampleIndex,
     SampleRecord,
     SamplesArrays,
+    SamplesWriter,
 )
 from models.contracts.inversion import InversionConfig
 from models.methods import InversionMethod, build_method, build_method_from_state
-from models.metrics import compute_metrics
+from models.metrics import MetricsBuilder
 from models.ood import audit_figures
 from models.scoring import score_samples
 from models.training import (
@@ -113,7 +116,8 @@ class AuditHooks:
 class AuditResult:
     method: InversionMethod  # trained: more samples can be drawn from it
     samples: list[SampleRecord]
-    arrays: SamplesArrays  # the delivered 8-bit pixels and their verdicts
+    samples_file: Path  # samples.npz: the delivered 8-bit pixels and their verdicts
+    folder: tempfile.TemporaryDirectory[str] = field(repr=False)  # holds it; removed with it
     metrics: InversionMetrics
     figures: AuditFigures
     trained_state: bytes | None  # the final method state (None for pixel: nothing trained)
@@ -124,18 +128,20 @@ class AuditResult:
 
     @property
     def images(self) -> torch.Tensor:
-        """The delivered samples as [0, 1] floats (n, C, H, W)."""
-        return torch.from_numpy(self.arrays.x).float() / 255.0
+        """The delivered samples as [0, 1] floats (n, C, H, W), read back from samples.npz
+        (for pictures of a run: this holds them all)."""
+        return torch.from_numpy(SamplesArrays.from_npz(self.samples_file).x).float() / 255.0
 
     @property
     def targets(self) -> torch.Tensor:
-        return torch.from_numpy(self.arrays.targets)
+        return torch.tensor([s.target for s in self.samples], dtype=torch.long)
 
-    def artifacts(self) -> dict[ArtifactName, bytes]:
-        """The files of the run, by name: what the worker stores and `c3 invert` writes."""
+    def artifacts(self) -> dict[ArtifactName, bytes | Path]:
+        """The files of the run, by name: what the worker stores and `c3 invert` writes
+        (samples.npz as the file it was streamed to)."""
         return {
             ArtifactName.SAMPLES_JSON: SampleIndex.dump_json(self.samples),
-            ArtifactName.SAMPLES_NPZ: self.arrays.to_npz(),
+            ArtifactName.SAMPLES_NPZ: self.samples_file,
             ArtifactName.METRICS_JSON: self.metrics.model_dump_json(indent=1).encode(),
             ArtifactName.REPORT_JSON: self.figures.model_dump_json().encode(),
         }
@@ -178,34 +184,38 @@ def audit(
     if method.needs_training:
         training = training_outcome(method, _train(method, classes, hooks), config.steps)
 
-    # sample, deliver
+    # sample and deliver a class at a time: its pixels go to samples.npz and to the metrics,
+    # then are let go (a job holds one class of images, whatever its size)
     classes = list(range(classifier.num_classes)) if classes is None else list(classes)
     targets = torch.tensor(classes, dtype=torch.long).repeat_interleave(samples_per_class)
-    seed = config.seed if sample_seed is None else sample_seed
-    sampling_start, hooks_before = time.perf_counter(), hooks.seconds
-    pixels = _sample(method, targets, sample_dropout, seed, hooks)
-    sample_seconds = time.perf_counter() - sampling_start - (hooks.seconds - hooks_before)
-    delivered = pixels.float() / 255.0  # exactly what the PNGs hold: scored as such
+    folder = tempfile.TemporaryDirectory(prefix="c3-audit-")
+    writer = SamplesWriter(
+        Path(folder.name) / ArtifactName.SAMPLES_NPZ, len(targets), method.input_shape
+    )
+    builder = MetricsBuilder(
+        classifier,
+        None if reference is None else reference.x,
+        None if reference is None else reference.y,
+        train_x=None if reference is None else reference.train_x,
+        batch_size=config.batch_size,  # the batch the job was admitted at (contracts.cost)
+    )
+    sampler = _Sampler(method, targets, sample_dropout, sample_seed, hooks)
+    for label in classes:
+        pixels = sampler.next_class(label, samples_per_class)
+        writer.write(pixels.numpy())
+        at = torch.arange(sampler.done - len(pixels), sampler.done)
+        builder.add_class(label, pixels.float() / 255.0, at)  # exactly what the PNGs hold
 
-    # score, measure, tabulate the evasion
+    # measure, score, tabulate the evasion
     hooks.progress(_phase(Phase.METRICS))
     cost = Cost(
         train_seconds=method.trained_seconds,
         steps=method.step_count,
-        sample_seconds=sample_seconds,
-        samples_per_second=len(targets) / sample_seconds if sample_seconds > 0 else None,
+        sample_seconds=sampler.seconds,
+        samples_per_second=len(targets) / sampler.seconds if sampler.seconds > 0 else None,
         device=str(method.device),
     )
-    measured = compute_metrics(
-        classifier,
-        delivered,
-        targets,
-        reference_x=None if reference is None else reference.x,
-        reference_y=None if reference is None else reference.y,
-        cost=cost,
-        train_x=None if reference is None else reference.train_x,
-        batch_size=config.batch_size,  # the batch the job was admitted at (contracts.cost)
-    )
+    measured = builder.finish(cost)
     logits = measured.counterfeit_outputs.logits
     if not torch.isfinite(logits).all():
         bad = int((~torch.isfinite(logits).all(dim=1)).sum())
@@ -213,22 +223,22 @@ def audit(
             f"the classifier returns NaN or infinite logits for {bad} of the {len(logits)} "
             "counterfeits: it cannot be audited as it is (check it on larger batches)"
         )
-    samples = score_samples(classifier, delivered, targets, TOP_K, measured.counterfeit_outputs)
+    samples = score_samples(targets, measured.counterfeit_outputs, TOP_K)
     figures = audit_figures(
         measured.counterfeit_outputs,
         measured.reference_outputs,
         None if reference is None else reference.y,
     )
-    arrays = SamplesArrays(
-        x=pixels.numpy(),
-        targets=targets.numpy(),
-        predicted=np.array([s.predicted for s in samples], dtype=np.int64),
-        confidence=np.array([s.confidence for s in samples], dtype=np.float32),
+    writer.close(
+        targets.numpy(),
+        np.array([s.predicted for s in samples], dtype=np.int64),
+        np.array([s.confidence for s in samples], dtype=np.float32),
     )
     return AuditResult(
         method=method,
         samples=samples,
-        arrays=arrays,
+        samples_file=writer.path,
+        folder=folder,
         metrics=measured.metrics,
         figures=figures,
         trained_state=save_state(method.state_dict()) if method.needs_training else None,
@@ -294,37 +304,56 @@ def _train(
     return result
 
 
-def _sample(
-    method: InversionMethod,
-    targets: torch.Tensor,
-    dropout: bool,
-    seed: int,
-    hooks: AuditHooks,
-) -> torch.Tensor:
-    """Delivered pixels (n, C, H, W) uint8, drawn in chunks of SAMPLE_CHUNK."""
-    chunks: list[torch.Tensor] = []
-    done, start = 0, time.perf_counter()
-    for i, chunk in enumerate(targets.split(SAMPLE_CHUNK)):
-        if hooks.stop_requested():
-            raise Stopped("stopped while sampling")
-        chunks.append(deliver(method.sample(chunk, dropout=dropout, seed=seed + i)))
-        done += len(chunk)
-        elapsed = time.perf_counter() - start
-        rate = done / elapsed if elapsed > 0 else None
-        hooks.progress(
-            Progress(
-                phase=Phase.SAMPLING,
-                step=done,
-                total_steps=len(targets),
-                fraction=done / len(targets),
-                steps_per_second=rate,
-                eta_seconds=(len(targets) - done) / rate if rate else None,
-                updated_at=time.time(),
+class _Sampler:
+    """Draws the delivered pixels (uint8) class by class, in chunks of SAMPLE_CHUNK (chunk i
+    seeded `seed + i`), reporting progress and heeding a stop request between chunks."""
+
+    def __init__(
+        self,
+        method: InversionMethod,
+        targets: torch.Tensor,
+        dropout: bool,
+        seed: int | None,
+        hooks: AuditHooks,
+    ) -> None:
+        self._method, self._total, self._dropout, self._hooks = method, len(targets), dropout, hooks
+        self._seed = method.config.seed if seed is None else seed
+        self._chunks = 0
+        self.done = 0
+        self.seconds = 0.0  # drawing time, less the hooks'
+
+    def next_class(self, label: int, count: int) -> torch.Tensor:
+        labels = torch.full((count,), label, dtype=torch.long)
+        drawn: list[torch.Tensor] = []
+        for chunk in labels.split(SAMPLE_CHUNK):
+            if self._hooks.stop_requested():
+                raise Stopped("stopped while sampling")
+            start = time.perf_counter()
+            drawn.append(
+                deliver(
+                    self._method.sample(
+                        chunk, dropout=self._dropout, seed=self._seed + self._chunks
+                    )
+                )
             )
-        )
-    if not chunks:
-        return torch.empty(0, *method.input_shape, dtype=torch.uint8)
-    return torch.cat(chunks)
+            self.seconds += time.perf_counter() - start
+            self._chunks += 1
+            self.done += len(chunk)
+            rate = self.done / self.seconds if self.seconds > 0 else None
+            self._hooks.progress(
+                Progress(
+                    phase=Phase.SAMPLING,
+                    step=self.done,
+                    total_steps=self._total,
+                    fraction=self.done / self._total,
+                    steps_per_second=rate,
+                    eta_seconds=(self._total - self.done) / rate if rate else None,
+                    updated_at=time.time(),
+                )
+            )
+        if not drawn:
+            return torch.empty(0, *self._method.input_shape, dtype=torch.uint8)
+        return torch.cat(drawn)
 
 
 def _phase(phase: Phase) -> Progress:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -241,7 +242,10 @@ def _invert(args: argparse.Namespace) -> int:
     out: Path = args.out
     (out / "samples").mkdir(parents=True, exist_ok=True)
     for name, blob in result.artifacts().items():
-        (out / name).write_bytes(blob)
+        if isinstance(blob, Path):
+            shutil.copyfile(blob, out / name)
+        else:
+            (out / name).write_bytes(blob)
     (out / "config.json").write_text(config.model_dump_json(indent=1))
     images = result.images
     for sample in result.samples:  # the exports' layout: samples/000123.png

@@ -30,6 +30,7 @@ from models.contracts.artifacts import CONFIDENT, ClassMetrics, Cost, InversionM
 from models.scoring import ClassifierOutputs, classifier_outputs
 
 __all__ = [
+    "MetricsBuilder",
     "MetricsResult",
     "auroc",
     "compute_metrics",
@@ -40,6 +41,7 @@ __all__ = [
 
 COLLAPSE_RATIO = 0.5  # pixel diversity below this share of the real class's: collapsed
 COLLAPSE_RMS = 0.02  # without a reference: mean pairwise RMS pixel difference below this
+PAIRWISE_SAMPLE = 1000  # a class's pairwise figures use at most this many of its samples
 
 
 def auroc(
@@ -128,6 +130,194 @@ def _mean_of(values: Sequence[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
+@dataclass(frozen=True)
+class _Reference:
+    """What the real reference set contributes, computed once."""
+
+    images: torch.Tensor  # (m, C, H, W)
+    labels: torch.Tensor | None  # (m,)
+    outputs: ClassifierOutputs
+    unit: torch.Tensor  # (m, d) L2-normalised features, float64
+    knn_feature: torch.Tensor  # (m,) leave-one-out k-th neighbour distance, features
+    knn_pixel: torch.Tensor  # (m,) ... in pixels
+    nn: torch.Tensor  # (m,) leave-one-out nearest neighbour distance, pixels
+    train_nn: torch.Tensor | None  # (m,) nearest training image
+
+
+class MetricsBuilder:
+    """The audit figures, gathered class by class: a class's pixels are needed only while it is
+    added (its diversity, its distances to the reference set), so a job holds one class of
+    images at a time, whatever its size. Pairwise figures of a class use at most
+    PAIRWISE_SAMPLE of its samples (i.i.d. draws: the first ones), never all pairs of a job.
+    """
+
+    def __init__(
+        self,
+        classifier: LoadedClassifier,
+        reference_x: torch.Tensor | None = None,
+        reference_y: torch.Tensor | Sequence[int] | None = None,
+        *,
+        train_x: torch.Tensor | None = None,
+        knn_k: int = 5,
+        batch_size: int = 500,
+    ) -> None:
+        self._classifier, self._k, self._batch = classifier, knn_k, batch_size
+        self._train = None if train_x is None or not len(train_x) else train_x.detach().float()
+        self._reference = self._prepare(reference_x, reference_y)
+        self._indices: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+        self._outputs: list[ClassifierOutputs] = []
+        self._per_sample: dict[str, list[torch.Tensor]] = {"knn_pixel": [], "nn": [], "train": []}
+        self._diversity: dict[int, float | None] = {}
+        self._pixels = 1
+
+    def _prepare(
+        self, x: torch.Tensor | None, y: torch.Tensor | Sequence[int] | None
+    ) -> _Reference | None:
+        if x is None or x.shape[0] < 2:
+            return None
+        images = x.detach().float().cpu()
+        outputs = classifier_outputs(self._classifier, images, self._batch)
+        unit = F.normalize(outputs.features.double(), dim=1)
+        return _Reference(
+            images=images,
+            labels=None if y is None else torch.as_tensor(y).long().flatten().cpu(),
+            outputs=outputs,
+            unit=unit,
+            knn_feature=knn_distances(unit, unit, self._k, exclude_self=True),
+            knn_pixel=knn_distances(images, images, self._k, exclude_self=True),
+            nn=knn_distances(images, images, 1, exclude_self=True),
+            train_nn=None if self._train is None else knn_distances(images, self._train, 1),
+        )
+
+    @property
+    def reference_outputs(self) -> ClassifierOutputs | None:
+        return None if self._reference is None else self._reference.outputs
+
+    def add_class(self, label: int, images: torch.Tensor, indices: torch.Tensor) -> None:
+        """Every counterfeit aimed at `label` (n, C, H, W) in [0, 1], and where each stands in
+        the run (`indices`, for the per-sample order of the results)."""
+        images = images.detach().float().cpu()
+        self._pixels = int(images[0].numel()) if len(images) else self._pixels
+        self._indices.append(torch.as_tensor(indices).long().flatten())
+        self._targets.append(torch.full((len(images),), label, dtype=torch.long))
+        self._outputs.append(classifier_outputs(self._classifier, images, self._batch))
+        self._diversity[label] = mean_pairwise_distance(images[:PAIRWISE_SAMPLE])
+        ref = self._reference
+        if ref is not None:
+            self._per_sample["knn_pixel"].append(knn_distances(images, ref.images, self._k))
+            self._per_sample["nn"].append(knn_distances(images, ref.images, 1))
+        if self._train is not None:
+            self._per_sample["train"].append(knn_distances(images, self._train, 1))
+
+    def finish(
+        self, cost: Cost | None = None, confident_threshold: float = CONFIDENT
+    ) -> MetricsResult:
+        order = torch.argsort(torch.cat(self._indices)) if self._indices else torch.empty(0)
+
+        def gathered(chunks: list[torch.Tensor]) -> torch.Tensor | None:
+            return torch.cat(chunks)[order] if chunks else None
+
+        if self._outputs:
+            logits = torch.cat([o.logits for o in self._outputs])[order]
+            features = torch.cat([o.features for o in self._outputs])[order]
+        else:
+            k = self._classifier.num_classes
+            logits, features = torch.empty(0, k), torch.empty(0, 0)
+        out = ClassifierOutputs(logits, F.softmax(logits, dim=1), features)
+        y = torch.cat(self._targets)[order] if self._targets else torch.empty(0, dtype=torch.long)
+        p_target = out.probabilities.gather(1, y[:, None]).squeeze(1) if len(y) else y.float()
+        correct = out.probabilities.argmax(dim=1) == y
+        msp = out.probabilities.max(dim=1).values
+        ref = self._reference
+        scores: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        nn_fake = train_fake = None
+        if ref is not None:
+            fake_unit = F.normalize(out.features.double(), dim=1)
+            scores["msp"] = (-msp, -ref.outputs.probabilities.max(dim=1).values)
+            scores["feature"] = (knn_distances(fake_unit, ref.unit, self._k), ref.knn_feature)
+            scores["pixel"] = (gathered(self._per_sample["knn_pixel"]), ref.knn_pixel)  # type: ignore[assignment]
+            nn_fake = gathered(self._per_sample["nn"])
+        train_fake = gathered(self._per_sample["train"])
+
+        def group(
+            fake: torch.Tensor, real: torch.Tensor | None, diversity: float | None
+        ) -> ClassMetrics:
+            """The figures of the counterfeits `fake` (a mask) beside the reference images
+            `real` (a mask; None: all of them)."""
+
+            def real_of(values: torch.Tensor) -> torch.Tensor:
+                return values if real is None else values[real]
+
+            def fake_mean(values: torch.Tensor | None) -> float | None:
+                return None if values is None else _mean(values[fake])
+
+            aurocs = {
+                name: auroc(fake_scores[fake].numpy(), real_of(real_scores).numpy())
+                for name, (fake_scores, real_scores) in scores.items()
+            }
+            real_diversity = real_cosine = real_confidence = real_nn = real_train = None
+            if ref is not None:
+                real_images = real_of(ref.images)[:PAIRWISE_SAMPLE]
+                real_diversity = mean_pairwise_distance(real_images)
+                real_cosine = mean_pairwise_cosine(real_of(ref.outputs.features)[:PAIRWISE_SAMPLE])
+                real_confidence = _mean(real_of(ref.outputs.probabilities.max(dim=1).values))
+                real_nn = _mean(real_of(ref.nn))
+                real_train = None if ref.train_nn is None else _mean(real_of(ref.train_nn))
+            return ClassMetrics(
+                count=int(fake.sum()),
+                mean_confidence=fake_mean(p_target),
+                confident_share=fake_mean((p_target >= confident_threshold).float()),
+                argmax_accuracy=fake_mean(correct.float()),
+                nn_distance=fake_mean(nn_fake),
+                reference_nn_distance=real_nn,
+                train_nn_distance=fake_mean(train_fake),
+                reference_train_nn_distance=real_train,
+                msp_auroc=aurocs.get("msp"),
+                knn_feature_auroc=aurocs.get("feature"),
+                knn_pixel_auroc=aurocs.get("pixel"),
+                pixel_diversity=diversity,
+                reference_pixel_diversity=real_diversity,
+                feature_cosine=mean_pairwise_cosine(out.features[fake][:PAIRWISE_SAMPLE]),
+                reference_feature_cosine=real_cosine,
+                mean_reference_confidence=real_confidence,
+                collapsed=_collapsed(diversity, real_diversity, self._pixels),
+            )
+
+        names = tuple(self._classifier.class_names)
+        per_class: dict[str, ClassMetrics] = {}
+        for k in sorted(set(y.tolist())):
+            real_mask = None
+            if ref is not None and ref.labels is not None and bool((ref.labels == k).any()):
+                real_mask = ref.labels == k
+            per_class[names[k]] = group(y == k, real_mask, self._diversity.get(k))
+        classes = list(per_class.values())
+        overall = group(torch.ones_like(y, dtype=torch.bool), None, None)
+        # Diversity is a within-class figure: overall = mean over classes (pairs across classes
+        # would count class differences as variety).
+        overall = overall.model_copy(
+            update={
+                "pixel_diversity": _mean_of([m.pixel_diversity for m in classes]),
+                "reference_pixel_diversity": _mean_of(
+                    [m.reference_pixel_diversity for m in classes]
+                ),
+                "feature_cosine": _mean_of([m.feature_cosine for m in classes]),
+                "reference_feature_cosine": _mean_of([m.reference_feature_cosine for m in classes]),
+                "collapsed": any(bool(m.collapsed) for m in classes) if classes else None,
+            }
+        )
+        metrics = InversionMetrics(
+            overall=overall,
+            per_class=per_class,
+            cost=cost,
+            collapsed_classes=[name for name, m in per_class.items() if m.collapsed],
+            reference_size=0 if ref is None else int(ref.images.shape[0]),
+            knn_k=self._k,
+            confident_threshold=confident_threshold,
+        )
+        return MetricsResult(metrics, out, self.reference_outputs)
+
+
 def compute_metrics(
     classifier: LoadedClassifier,
     images: torch.Tensor,
@@ -141,8 +331,9 @@ def compute_metrics(
     confident_threshold: float = CONFIDENT,
     batch_size: int = 500,
 ) -> MetricsResult:
-    """All audit figures for counterfeits `images` (n, C, H, W) aimed at `targets` (n,).
-    The classifier sees `batch_size` images at a time.
+    """All audit figures for counterfeits `images` (n, C, H, W) aimed at `targets` (n,), held
+    in memory at once (`MetricsBuilder` takes them a class at a time). The classifier sees
+    `batch_size` images at a time.
 
     `reference_x` (m, C, H, W) [0, 1] real images (with labels `reference_y` for per-class
     comparisons) enable the distinctness figures; `train_x` adds the distance to the nearest
@@ -152,117 +343,13 @@ def compute_metrics(
     y = torch.as_tensor(targets).long().flatten().cpu()
     if images.shape[0] != y.shape[0]:
         raise ValueError("images and targets differ in length")
-    out = classifier_outputs(classifier, images, batch_size)
-    p_target = out.probabilities.gather(1, y[:, None]).squeeze(1) if len(y) else torch.empty(0)
-    correct = out.probabilities.argmax(dim=1) == y
-    msp = out.probabilities.max(dim=1).values
-
-    ref_out: ClassifierOutputs | None = None
-    ref_y: torch.Tensor | None = None
-    scores: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    nn_fake = nn_real = train_fake = train_real = None
-    if reference_x is not None and reference_x.shape[0] >= 2:
-        ref = reference_x.detach().float().cpu()
-        ref_out = classifier_outputs(classifier, ref, batch_size)
-        if reference_y is not None:
-            ref_y = torch.as_tensor(reference_y).long().flatten().cpu()
-        ref_msp = ref_out.probabilities.max(dim=1).values
-        fake_unit = F.normalize(out.features.double(), dim=1)
-        ref_unit = F.normalize(ref_out.features.double(), dim=1)
-        scores["msp"] = (-msp, -ref_msp)
-        scores["feature"] = (
-            knn_distances(fake_unit, ref_unit, knn_k),
-            knn_distances(ref_unit, ref_unit, knn_k, exclude_self=True),
-        )
-        scores["pixel"] = (
-            knn_distances(images, ref, knn_k),
-            knn_distances(ref, ref, knn_k, exclude_self=True),
-        )
-        nn_fake = knn_distances(images, ref, 1)
-        nn_real = knn_distances(ref, ref, 1, exclude_self=True)
-        if train_x is not None and train_x.shape[0] > 0:
-            train = train_x.detach().float().cpu()
-            train_fake = knn_distances(images, train, 1)
-            train_real = knn_distances(ref, train, 1)
-
-    ref_images = (
-        reference_x.detach().float().cpu()
-        if ref_out is not None and reference_x is not None
-        else None
+    builder = MetricsBuilder(
+        classifier, reference_x, reference_y, train_x=train_x, knn_k=knn_k, batch_size=batch_size
     )
-
-    def group(fake_mask: torch.Tensor, real_mask: torch.Tensor | None) -> ClassMetrics:
-        def real(values: torch.Tensor) -> torch.Tensor:
-            return values if real_mask is None else values[real_mask]
-
-        def real_mean(values: torch.Tensor | None) -> float | None:
-            return None if values is None else _mean(real(values))
-
-        def fake_mean(values: torch.Tensor | None) -> float | None:
-            return None if values is None else _mean(values[fake_mask])
-
-        aurocs = {
-            key: auroc(fake[fake_mask].numpy(), real(ref_scores).numpy())
-            for key, (fake, ref_scores) in scores.items()
-        }
-        diversity = mean_pairwise_distance(images[fake_mask])
-        real_diversity = real_cosine = real_confidence = None
-        if ref_out is not None and ref_images is not None:
-            real_diversity = mean_pairwise_distance(real(ref_images))
-            real_cosine = mean_pairwise_cosine(real(ref_out.features))
-            real_confidence = real_mean(ref_out.probabilities.max(dim=1).values)
-        return ClassMetrics(
-            count=int(fake_mask.sum()),
-            mean_confidence=fake_mean(p_target),
-            confident_share=fake_mean((p_target >= confident_threshold).float()),
-            argmax_accuracy=fake_mean(correct.float()),
-            nn_distance=fake_mean(nn_fake),
-            reference_nn_distance=real_mean(nn_real),
-            train_nn_distance=fake_mean(train_fake),
-            reference_train_nn_distance=real_mean(train_real),
-            msp_auroc=aurocs.get("msp"),
-            knn_feature_auroc=aurocs.get("feature"),
-            knn_pixel_auroc=aurocs.get("pixel"),
-            pixel_diversity=diversity,
-            reference_pixel_diversity=real_diversity,
-            feature_cosine=mean_pairwise_cosine(out.features[fake_mask]),
-            reference_feature_cosine=real_cosine,
-            mean_reference_confidence=real_confidence,
-            collapsed=_collapsed(diversity, real_diversity, images[0].numel()),
-        )
-
-    names = tuple(classifier.class_names)
-    per_class: dict[str, ClassMetrics] = {}
     for k in sorted(set(y.tolist())):
-        real_mask = (ref_y == k) if ref_y is not None else None
-        if real_mask is not None and not bool(real_mask.any()):
-            real_mask = None
-        per_class[names[k]] = group(y == k, real_mask)
-    everything = torch.ones_like(y, dtype=torch.bool)
-    overall = group(everything, None)
-    classes = list(per_class.values())
-    # Diversity is a within-class figure: overall = mean over classes (pairs across classes
-    # would count class differences as variety).
-    overall = overall.model_copy(
-        update={
-            "pixel_diversity": _mean_of([m.pixel_diversity for m in classes]),
-            "reference_pixel_diversity": _mean_of([m.reference_pixel_diversity for m in classes]),
-            "feature_cosine": _mean_of([m.feature_cosine for m in classes]),
-            "reference_feature_cosine": _mean_of([m.reference_feature_cosine for m in classes]),
-            "collapsed": any(bool(m.collapsed) for m in classes) if classes else None,
-        }
-    )
-    collapsed = [name for name, m in per_class.items() if m.collapsed]
-    metrics = InversionMetrics(
-        overall=overall,
-        per_class=per_class,
-        cost=cost,
-        collapsed_classes=collapsed,
-        reference_size=0 if reference_x is None else int(reference_x.shape[0]),
-        knn_k=knn_k,
-        confident_threshold=confident_threshold,
-    )
-    return MetricsResult(metrics, out, ref_out)
+        at = torch.nonzero(y == k).flatten()
+        builder.add_class(k, images[at], at)
+    return builder.finish(cost, confident_threshold)
 
 
 def _collapsed(diversity: float | None, real_diversity: float | None, pixels: int) -> bool | None:

@@ -50,20 +50,31 @@ def _fit_mahalanobis(
     return means, torch.linalg.inv(cov)
 
 
+CHUNK = 4096  # rows scored at a time: memory stays (CHUNK × classes), whatever the run's size
+
+
 def _mahalanobis(
     features: torch.Tensor, means: torch.Tensor, precision: torch.Tensor
 ) -> torch.Tensor:
-    diff = features[:, None, :] - means[None, :, :]  # (n, k, d)
-    distances = torch.einsum("nkd,de,nke->nk", diff, precision, diff)
-    return -distances.min(dim=1).values
+    """−min_c (f − μ_c)ᵀ P (f − μ_c), as fᵀPf − 2 fᵀPμ_c + μ_cᵀPμ_c, a chunk of rows at a time."""
+    mean_term = ((means @ precision) * means).sum(dim=1)  # (k,)
+    scores = []
+    for chunk in features.split(CHUNK):
+        projected = chunk @ precision  # (m, d)
+        own = (projected * chunk).sum(dim=1, keepdim=True)  # (m, 1)
+        distances = own - 2 * projected @ means.T + mean_term  # (m, k)
+        scores.append(-distances.min(dim=1).values)
+    return torch.cat(scores) if scores else features.new_empty(0)
 
 
 def _knn(features: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
-    f = torch.nn.functional.normalize(features, dim=1)
     b = torch.nn.functional.normalize(bank, dim=1)
-    distances = torch.cdist(f, b)  # (n, m)
     k = min(k, b.shape[0])
-    return -distances.topk(k, dim=1, largest=False).values[:, -1]
+    scores = []
+    for chunk in features.split(CHUNK):
+        distances = torch.cdist(torch.nn.functional.normalize(chunk, dim=1), b)  # (m, n_bank)
+        scores.append(-distances.topk(k, dim=1, largest=False).values[:, -1])
+    return torch.cat(scores) if scores else features.new_empty(0)
 
 
 def detector_scores(

@@ -39,15 +39,11 @@ def classifier_outputs(
 
 
 def score_samples(
-    classifier: LoadedClassifier,
-    images: torch.Tensor,
-    targets: torch.Tensor | Sequence[int],
-    top_k: int = 5,
-    outputs: ClassifierOutputs | None = None,
+    targets: torch.Tensor | Sequence[int], outputs: ClassifierOutputs, top_k: int = 5
 ) -> list[SampleRecord]:
-    """One record per image: target, argmax, p_target and the top-k (class, probability)."""
+    """One record per image the classifier gave `outputs`: target, argmax, p_target and the
+    top-k (class, probability)."""
     target_t = torch.as_tensor(targets).long().flatten().cpu()
-    outputs = outputs if outputs is not None else classifier_outputs(classifier, images)
     probs = outputs.probabilities
     k = min(top_k, probs.shape[1])
     top_p, top_i = probs.topk(k, dim=1)

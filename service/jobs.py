@@ -93,6 +93,7 @@ def _check_memory(
         profile=classifier.cost,
         classifier_parameters=classifier.param_count or 0,
         samples=len(params.classes) * params.samples_per_class,
+        samples_per_class=params.samples_per_class,
         reference_images=(dataset.count or 0) if dataset is not None else 0,
     )
     budget = settings.job_memory_mb * 2**20
@@ -241,16 +242,19 @@ def resume(store: JobStore, job: JobRecord) -> JobRecord:
 
 def enqueue(stores: Stores, celery: Celery, job: JobRecord, *, new: bool = True) -> None:
     """Store a new job (unless `new` is false: a resumed one) and publish it; 503 when the
-    broker is down, leaving nothing behind."""
+    broker is down, leaving nothing behind. The "queued" event comes first: a worker may
+    claim the job (and say "running") the moment its message is out."""
     if new:
         stores.jobs.create(job)
+    stream = events_stream(job.id)
+    stores.jobs.append_event(stream, StateEvent(state=JobState.QUEUED))
     try:
         publish_task(stores.jobs, celery, JobRecord, job.id)
     except Exception as exc:
         if new:
             stores.jobs.delete(JobRecord, job.id)
+            stores.jobs.delete_events(stream)
         raise Unavailable(f"the task queue is unavailable, job not started: {exc}") from exc
-    stores.jobs.append_event(events_stream(job.id), StateEvent(state=JobState.QUEUED))
 
 
 def start_job(

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -197,3 +198,47 @@ def start_worker(tmp_path: Path) -> Iterator[object]:
     yield start
     for w in workers:
         w.stop()
+
+
+class LiveApi:
+    """`c3 api` as its own process on a free port (for tests that need real sockets or must
+    kill the API)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env, self.port = env, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> LiveApi:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "api", "--port", str(self.port)],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{self.url}/healthz")
+                return self
+            except httpx.ConnectError:
+                if time.monotonic() > deadline:
+                    pytest.fail("the API did not start")
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: a crashed API, mid-request."""
+        import signal
+
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any C3_ setting, plus `settings`."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("C3_")} | settings

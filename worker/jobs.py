@@ -14,8 +14,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -186,9 +187,20 @@ class JobRun:
         files = {keys.job_artifact(tenant, id, n): blob for n, blob in result.artifacts().items()}
         if self.job.kind == "inversion" and result.trained_state is not None:
             files[keys.job_generator(tenant, id)] = result.trained_state
+        stored = 0
         for key, blob in files.items():
-            artifacts.put(key, blob)
-        return sum(len(blob) for blob in files.values())
+            if isinstance(blob, Path):  # streamed from the file, never read whole
+                stored += artifacts.put_stream(key, _file_chunks(blob))
+            else:
+                artifacts.put(key, blob)
+                stored += len(blob)
+        return stored
+
+
+def _file_chunks(path: Path, size: int = 1024 * 1024) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(size):
+            yield chunk
 
 
 def run_job(job_id: str) -> None:

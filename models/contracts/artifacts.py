@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import io
 import math
+import zipfile
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib import format as npy_format
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "SampleIndex",
     "SampleRecord",
     "SamplesArrays",
+    "SamplesWriter",
 ]
 
 CONFIDENT = 0.99
@@ -178,14 +182,49 @@ class SamplesArrays:
         return buffer.getvalue()
 
     @classmethod
-    def from_npz(cls, data: bytes) -> SamplesArrays:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+    def from_npz(cls, data: bytes | Path) -> SamplesArrays:
+        source = data if isinstance(data, Path) else io.BytesIO(data)
+        with np.load(source, allow_pickle=False) as npz:
             return cls(
                 x=np.asarray(npz["x"]),
                 targets=np.asarray(npz["targets"]),
                 predicted=np.asarray(npz["predicted"]),
                 confidence=np.asarray(npz["confidence"]),
             )
+
+
+class SamplesWriter:
+    """samples.npz written as the samples come: the pixels stream into the archive a block at a
+    time, so a run never holds all of them (the same file `SamplesArrays.to_npz` writes)."""
+
+    def __init__(self, path: Path, count: int, shape: tuple[int, ...]) -> None:
+        self.path, self._count, self._written = path, count, 0
+        self._archive = zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+        self._x = self._archive.open("x.npy", "w", force_zip64=True)
+        header = {"descr": "|u1", "fortran_order": False, "shape": (count, *shape)}
+        npy_format.write_array_header_1_0(self._x, header)
+
+    def write(self, pixels: np.ndarray) -> None:
+        """The next samples' pixels, (n, C, H, W) uint8, in index order."""
+        self._x.write(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
+        self._written += len(pixels)
+
+    def close(self, targets: np.ndarray, predicted: np.ndarray, confidence: np.ndarray) -> Path:
+        """Finish the archive with each sample's verdict; the file's path."""
+        self._x.close()
+        if self._written != self._count:
+            self._archive.close()
+            raise ValueError(f"{self._written} samples written, {self._count} announced")
+        columns: dict[str, np.ndarray] = {
+            "targets": targets.astype(np.int64),
+            "predicted": predicted.astype(np.int64),
+            "confidence": confidence.astype(np.float32),
+        }
+        for name, array in columns.items():
+            with self._archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
+                npy_format.write_array(entry, array, allow_pickle=False)
+        self._archive.close()
+        return self.path
 
 
 class Phase(StrEnum):

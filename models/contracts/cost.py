@@ -4,8 +4,9 @@ estimate the API checks a job against before accepting it.
 
 The estimate follows what the engine holds at its peak, term by term (`MemoryEstimate`): the
 generator with its gradients and Adam state and its activations at the training batch, the
-classifier's activations at that batch (measured by the validation and extrapolated), the
-delivered samples with the float copies the scoring makes, and the reference set. It is meant
+classifier's activations at that batch (measured by the validation and extrapolated), one
+class of delivered samples with the float copies the scoring makes and every sample's outputs
+and record (the engine measures a class at a time), and the reference set. It is meant
 to be conservative (above the measured peak, see tests/models/test_cost.py), not exact.
 """
 
@@ -31,6 +32,7 @@ MAX_WIDTH = 256
 MIN_WIDTH = 4
 REFERENCE_PIXELS = 28 * 28  # the generator's `width` is meant for this many pixels per image
 FLOAT = 4  # bytes
+SAMPLE_RECORD = 1200  # bytes a sample's record (target, verdict, top-5) takes in memory
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ def estimate_job_memory(
     profile: CostProfile | None,
     classifier_parameters: int,
     samples: int,
+    samples_per_class: int,
     reference_images: int,
 ) -> MemoryEstimate:
     """The peak memory of a job as the engine runs it today (see the module docstring)."""
@@ -188,9 +191,12 @@ def estimate_job_memory(
     # the pass's peak (training, and scoring, which uses the same batch size), the weights
     classifier = int(measured) + FLOAT * classifier_parameters
     features = (num_classes + (profile.feature_dim if profile else 1)) * FLOAT
-    # delivered uint8, the float copy scored, the float64 copy the nearest-neighbour figures
-    # use, and the classifier's outputs per sample
-    sample_bytes = samples * (pixels * (1 + FLOAT + 2 * FLOAT) + features)
+    # one class of images at a time (delivered uint8, the float copy scored, the float64 copy
+    # the nearest-neighbour figures use); for every sample its outputs (logits, features, in
+    # float and, for the distances, float64) and its record
+    sample_bytes = samples_per_class * pixels * (1 + FLOAT + 2 * FLOAT) + samples * (
+        3 * features + SAMPLE_RECORD
+    )
     reference = reference_images * (pixels * 3 * FLOAT + features)
     return MemoryEstimate(
         generator=generator, classifier=classifier, samples=sample_bytes, reference=reference

@@ -5,9 +5,7 @@ host is never the one that fails."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from onnx import TensorProto, helper
 from service.app import create_app
 from service.settings import ServiceSettings
 from service.storage import keys
-from tests.conftest import free_port
+from tests.conftest import LiveApi, clean_env
 from tests.e2e.conftest import CLASSIFIER_FORM, FINISHED, Service, classifier_bytes, worker_env
 from tests.e2e.test_hostile_uploads import ONNX, onnx_linear_plus
 
@@ -157,38 +155,6 @@ def test_a_full_disk_is_a_state_the_service_recovers_from(
 # --- chaos: the API killed in the middle of a burst --------------------------------------------
 
 
-class LiveApi:
-    def __init__(self, env: dict[str, str], port: int) -> None:
-        self.env, self.port = env, port
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "api", "--port", str(self.port)],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{self.url}/healthz")
-                return
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline, "API did not start"
-                time.sleep(0.1)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
 def burst(url: str, classifier_id: str, stop: threading.Event, n: int) -> None:
     """Uploads and job starts, as fast as the API takes them, until `stop` or an error."""
     with httpx.Client(base_url=url, timeout=10) as client:
@@ -215,16 +181,14 @@ def test_an_api_killed_mid_burst_leaves_nothing_stuck_or_orphaned(
     tmp_path: Path, start_worker: Any
 ) -> None:
     data = tmp_path / "data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("C3_")}
-    env |= worker_env(data, None) | {
+    env = clean_env(**worker_env(data, None)) | {
         "C3_REPUBLISH_AFTER_SECONDS": "1",
         "C3_GC_SECONDS": "1",
         "C3_GC_GRACE_SECONDS": "2",
         "C3_QUOTA_ACTIVE_JOBS": "1000",
         "C3_QUOTA_VALIDATIONS": "1000",
     }
-    api = LiveApi(env, free_port())
-    api.start()
+    api = LiveApi(env).start()
     start_worker(env)
     try:
         with httpx.Client(base_url=api.url, timeout=60) as client:

@@ -107,6 +107,7 @@ def test_the_estimate_is_above_a_real_runs_peak() -> None:
         profile=CostProfile.model_validate(measured["profile"]),
         classifier_parameters=measured["parameters"],
         samples=3000,
+        samples_per_class=300,
         reference_images=measured["reference"],
     )
     assert estimate.total >= measured["peak"], (estimate.describe(), measured["peak"])

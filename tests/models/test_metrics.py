@@ -22,7 +22,7 @@ from models.metrics import (
     mean_pairwise_cosine,
     mean_pairwise_distance,
 )
-from models.scoring import score_samples
+from models.scoring import classifier_outputs, score_samples
 
 
 def test_auroc_hand_values() -> None:
@@ -145,7 +145,7 @@ def test_metrics_flag_collapsed_classes_and_work_without_reference() -> None:
 def test_score_samples_records() -> None:
     classifier = LoadedClassifier(Fixed(), (1, 1, 4), ("left", "right"))
     images = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]], [[[1.0, 1.0, 0.0, 0.0]]]])
-    scores = score_samples(classifier, images, torch.tensor([0, 1]), top_k=5)
+    scores = score_samples(torch.tensor([0, 1]), classifier_outputs(classifier, images), top_k=5)
     assert [s.predicted for s in scores] == [0, 0]
     assert scores[0].confidence == pytest.approx(1 / (1 + math.exp(-10)))
     assert scores[1].confidence == pytest.approx(1 / (1 + math.exp(10)), rel=1e-4)
@@ -173,3 +173,29 @@ def test_grid_has_one_row_per_class() -> None:
     assert array.shape == (3 * 6 + 1, 4 * 7 + 1)
     assert array.shape == np.asarray(Image.open(io.BytesIO(grid_png(images, labels, pad=1)))).shape
     assert grid_array(images, labels, per_row=2, pad=1).shape == (19, 2 * 7 + 1)
+
+
+def test_a_run_is_measured_a_class_at_a_time_with_bounded_pairs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The audit adds one class of images at a time, in any order; the figures are those of
+    the whole set, and a class's pairwise figures use at most PAIRWISE_SAMPLE of its samples."""
+    import models.metrics as metrics_module
+
+    classifier = LoadedClassifier(Fixed(), (1, 1, 4), ("left", "right"))
+    rng = torch.Generator().manual_seed(0)
+    images = torch.rand(12, 1, 1, 4, generator=rng)
+    targets = torch.tensor([0, 1] * 6)
+    reference = torch.rand(6, 1, 1, 4, generator=rng)
+    whole = compute_metrics(classifier, images, targets, reference, torch.tensor([0, 1] * 3))
+    builder = metrics_module.MetricsBuilder(classifier, reference, torch.tensor([0, 1] * 3))
+    for k in (1, 0):  # the other order
+        at = torch.nonzero(targets == k).flatten()
+        builder.add_class(k, images[at], at)
+    assert builder.finish().metrics == whole.metrics
+    monkeypatch.setattr(metrics_module, "PAIRWISE_SAMPLE", 3)
+    bounded = compute_metrics(classifier, images, targets).metrics
+    first_three_left = images[targets == 0][:3]
+    assert bounded.per_class["left"].pixel_diversity == pytest.approx(
+        mean_pairwise_distance(first_three_left)
+    )

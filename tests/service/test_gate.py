@@ -3,7 +3,6 @@ before it is read, and no body is read past its limit (the API's memory shows it
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -14,17 +13,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import LiveApi, clean_env
 
 MB = 1024 * 1024
 
 
-class LiveApi:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, key: str) -> None:
-        self.proc, self.port, self.key = proc, port, key
-        self.url = f"http://127.0.0.1:{port}"
+class Gate(LiveApi):
+    """The live API, its memory, and requests written byte by byte."""
+
+    key = ""
 
     def rss(self) -> int:
+        assert self.proc is not None
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
@@ -52,31 +52,17 @@ class LiveApi:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
     data = tmp_path_factory.mktemp("gate") / "data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("C3_")}
-    env |= {"C3_DATA_DIR": str(data), "C3_MAX_BODY_BYTES": str(MB)}
+    env = clean_env(C3_DATA_DIR=str(data), C3_MAX_BODY_BYTES=str(MB))
     key = subprocess.run(
         [sys.executable, "-m", "service.cli", "keys", "create", "--tenant", "gate"],
         env=env, capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "api", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    api = LiveApi(proc, port, key)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{api.url}/healthz")
-            break
-        except httpx.ConnectError:
-            assert time.monotonic() < deadline, "API did not start"
-            time.sleep(0.2)
-    yield api
-    proc.terminate()
-    proc.wait(10)
+    api = Gate(env)
+    api.key = key
+    yield api.start()  # type: ignore[misc]
+    api.stop()
 
 
 def head(path: str, length: int, *, key: str | None = None, chunked: bool = False) -> str:
@@ -91,7 +77,7 @@ def status(response: bytes) -> int:
     return int(response.split(b" ", 2)[1])
 
 
-def test_a_strangers_body_is_refused_before_it_is_read(live: LiveApi) -> None:
+def test_a_strangers_body_is_refused_before_it_is_read(live: Gate) -> None:
     before = live.rss()
     started = time.monotonic()
     response = live.raw(head("/inversions", 300 * MB), b"{" + b" " * MB)  # 1 of 300 MB sent
@@ -101,13 +87,13 @@ def test_a_strangers_body_is_refused_before_it_is_read(live: LiveApi) -> None:
     assert live.rss() - before < 20 * MB
 
 
-def test_a_declared_oversize_is_refused_at_once(live: LiveApi) -> None:
+def test_a_declared_oversize_is_refused_at_once(live: Gate) -> None:
     response = live.raw(head("/inversions", 300 * MB, key=live.key), b"{")
     assert status(response) == 413
     assert b"larger than the limit of 1048576 bytes" in response
 
 
-def test_a_streamed_oversize_is_cut_off_at_the_limit(live: LiveApi) -> None:
+def test_a_streamed_oversize_is_cut_off_at_the_limit(live: Gate) -> None:
     before = live.rss()
     chunk = b" " * (256 * 1024)
     body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(8))  # 2 MB, no length
@@ -117,7 +103,7 @@ def test_a_streamed_oversize_is_cut_off_at_the_limit(live: LiveApi) -> None:
     assert live.rss() - before < 20 * MB
 
 
-def test_uploads_get_the_upload_limit_not_the_body_limit(live: LiveApi) -> None:
+def test_uploads_get_the_upload_limit_not_the_body_limit(live: Gate) -> None:
     response = httpx.post(
         f"{live.url}/classifiers",
         headers={"Authorization": f"Bearer {live.key}"},

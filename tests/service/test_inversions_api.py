@@ -79,9 +79,11 @@ def test_classifier_and_dataset_must_be_ready_and_match(api: TestClient, classif
         start(api, classifier, dataset_id=dataset(UploadState.READY, (1, 28, 28))).status_code
         == 202
     )
-    assert problem(
+    malformed = problem(
         api.post("/inversions", content=b"{", headers={"content-type": "application/json"}), 422
     )
+    assert malformed["field"] == "body"  # not the character position pydantic reports
+    assert "not valid JSON" in malformed["detail"]
 
 
 def test_start_read_and_list(api: TestClient, classifier: str) -> None:
