@@ -114,13 +114,22 @@ def run_shape(shape: tuple[int, int, int], args: argparse.Namespace) -> dict[str
         ("pixel", InversionConfig(method="pixel", seed=args.seed), (False,)),
     ]
     if args.ablation:
-        # The paper's constant diversity weights (no fade-out), and pixel optimisation that
-        # stops each batch as soon as all its samples reach p >= 0.99 (a cheaper pixel).
+        # The paper's fixed recipe (constant diversity weights), the previous default (weights
+        # fading out late in a fixed run), and pixel optimisation that stops each batch as
+        # soon as all its samples reach p >= 0.99 (a cheaper pixel).
         plans.insert(
             1,
             (
-                "c3 constant weights",
-                InversionConfig(method="c3", seed=args.seed, diversity_fade=(1.0, 1.0)),
+                "c3 paper recipe",
+                InversionConfig(method="c3", seed=args.seed, recipe="paper"),
+                (False,),
+            ),
+        )
+        plans.insert(
+            2,
+            (
+                "c3 fade recipe",
+                InversionConfig(method="c3", seed=args.seed, recipe="fade"),
                 (False,),
             ),
         )
@@ -247,11 +256,12 @@ def run_onnx(args: argparse.Namespace) -> dict[str, MethodRun]:
     )
     runs: dict[str, MethodRun] = {}
     seeking = InversionConfig(
-        method="c3", seed=args.seed, loss_weights=LossWeights(mode_seeking=0.5)
+        method="c3", seed=args.seed, recipe="fade", loss_weights=LossWeights(mode_seeking=0.5)
     )
     for name, config, variants in (
         ("c3", InversionConfig(method="c3", seed=args.seed), (False, True)),
-        ("c3 mode seeking 0.5", seeking, (False,)),
+        ("c3 fade recipe", InversionConfig(method="c3", seed=args.seed, recipe="fade"), (False,)),
+        ("c3 fade + seeking 0.5", seeking, (False,)),
     ):
         for run in run_method(
             classifier,

@@ -28,6 +28,7 @@ from models.contracts.artifacts import (
     Cost,
     InversionMetrics,
     Phase,
+    ProbeFigures,
     Progress,
     SampleIndex,
     SampleRecord,
@@ -39,7 +40,16 @@ from models.methods import InversionMethod, build_method, build_method_from_stat
 from models.metrics import MetricsBuilder
 from models.ood import audit_figures
 from models.scoring import score_samples
-from models.training import InversionFailed, StepReport, load_state, save_state, train
+from models.training import (
+    InversionFailed,
+    StepReport,
+    TrainResult,
+    load_state,
+    save_state,
+    train,
+    training_outcome,
+)
+from models.verdict import TrainingOutcome
 
 __all__ = [
     "AuditHooks",
@@ -113,6 +123,8 @@ class AuditResult:
     trained_state: bytes | None  # the final method state (None for pixel: nothing trained)
     resumed_from_step: int  # the step the method state started at (> 0: a resume)
     engine_seconds: float  # wall time of the audit, less the time spent in hooks
+    training: TrainingOutcome | None = None  # why training stopped, for the verdict
+    # (models.verdict.build_verdict(metrics.model_dump(), training)); None: no training
 
     @property
     def images(self) -> torch.Tensor:
@@ -168,8 +180,9 @@ def audit(
     resumed_from = method.step_count
 
     # train
+    training = None
     if method.needs_training:
-        _train(method, classes, hooks)
+        training = training_outcome(method, _train(method, classes, hooks), config.steps)
 
     # sample and deliver a class at a time: its pixels go to samples.npz and to the metrics,
     # then are let go (a job holds one class of images, whatever its size)
@@ -231,6 +244,7 @@ def audit(
         trained_state=save_state(method.state_dict()) if method.needs_training else None,
         resumed_from_step=resumed_from,
         engine_seconds=time.perf_counter() - start - hooks.seconds,
+        training=training,
     )
 
 
@@ -251,7 +265,9 @@ def _method(
     return method
 
 
-def _train(method: InversionMethod, classes: Sequence[int] | None, hooks: AuditHooks) -> None:
+def _train(
+    method: InversionMethod, classes: Sequence[int] | None, hooks: AuditHooks
+) -> TrainResult:
     total, resumed_from = method.config.steps, method.step_count
 
     def on_step(report: StepReport) -> None:
@@ -267,6 +283,9 @@ def _train(method: InversionMethod, classes: Sequence[int] | None, hooks: AuditH
                 steps_per_second=rate,
                 eta_seconds=(total - report.step) / rate if rate else None,
                 updated_at=time.time(),
+                probe=None
+                if report.probe is None
+                else ProbeFigures.model_validate(report.probe.to_dict()),
             )
         )
 
@@ -282,6 +301,7 @@ def _train(method: InversionMethod, classes: Sequence[int] | None, hooks: AuditH
     )
     if result.stopped_early:
         raise Stopped(f"stopped at step {result.step}")
+    return result
 
 
 class _Sampler:

@@ -93,15 +93,13 @@ class ConditionedGenerator(nn.Module):
         for level, (up_module, norm_module) in enumerate(zip(self.ups, self.norms, strict=True)):
             up = cast(nn.ConvTranspose2d, up_module)
             norm = cast(nn.BatchNorm2d, norm_module)
-            if level == self.inject_at:
-                x = torch.cat([x, self._hot_matrix(labels, x)], dim=1)  # (n, w + K, h, w)
             if self.training:
-                x = norm(up(x))
+                x = norm(self._up(level, up.weight, up.bias, x, labels))
             else:
                 scale, shift = _bn_affine(norm)
                 weight = up.weight * scale.view(1, -1, 1, 1)  # (c_in, c_out, 4, 4)
                 bias = shift if up.bias is None else up.bias * scale + shift
-                x = F.conv_transpose2d(x, weight, bias, stride=2, padding=1)
+                x = self._up(level, weight, bias, x, labels)
             x = F.leaky_relu(x, self.negative_slope)  # (n, w', 2h, 2w)
             if dropout and self.dropout > 0:
                 x = self._channel_dropout(x, rng)
@@ -120,10 +118,34 @@ class ConditionedGenerator(nn.Module):
         shift = shift.repeat_interleave(per_feature)
         return self.fc.weight * scale[:, None], self.fc.bias * scale + shift
 
-    def _hot_matrix(self, labels: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """K planes of like's size: ones on the label's plane, zeros elsewhere."""
-        planes = F.one_hot(labels, self.num_classes).to(like.dtype)  # (n, K)
-        return planes[:, :, None, None].expand(-1, -1, like.shape[2], like.shape[3])
+    def _up(
+        self,
+        level: int,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> torch.Tensor:
+        """The ×2 transposed convolution of `level`; at `inject_at` its input is x ⊕ the hot
+        conditioning matrix (K planes, the label's all ones).
+
+        Computed without building the K planes: the convolution is linear, so its response to
+        the hot matrix is the response of the label's plane alone, the same map for every
+        sample of that label. That map is computed once per label in the batch (a grouped
+        transposed convolution of an all-ones plane) and added: the same values as
+        convolving the concatenation, at a cost that no longer grows with K · n.
+        """
+        if level != self.inject_at:
+            return F.conv_transpose2d(x, weight, bias, stride=2, padding=1)
+        channels = x.shape[1]
+        out = F.conv_transpose2d(x, weight[:channels], bias, stride=2, padding=1)
+        present, index = torch.unique(labels, return_inverse=True)  # (u,), (n,)
+        ones = x.new_ones(1, len(present), x.shape[2], x.shape[3])
+        maps = F.conv_transpose2d(
+            ones, weight[channels:][present], stride=2, padding=1, groups=len(present)
+        )  # (1, u · c_out, 2h, 2w)
+        maps = maps.view(len(present), -1, maps.shape[2], maps.shape[3])  # (u, c_out, 2h, 2w)
+        return out + maps[index]  # (n, c_out, 2h, 2w)
 
     def _channel_dropout(self, x: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
         keep = 1.0 - self.dropout

@@ -12,13 +12,20 @@
 The base class freezes the classifier; every method owns three seeded `torch.Generator`s
 (labels, training noise, sampling noise) that are part of its state, so a run resumed from a
 checkpoint continues exactly as an uninterrupted one (on the CPU, same thread count).
+
+Recipes (`config.recipe`) of `c3`: "adaptive" (the default) runs a closed loop per class
+(`models.control`): probes, per-class diversity levels and pulls, and a stop when the targets
+hold; "paper" is the published fixed recipe (constant weights, fixed steps); "fade" the
+previous default (paper weights fading out late in a fixed run). `soft` keeps its fixed
+recipe ("adaptive" means "fade" for it: it matches soft targets and never reaches p ≥ 0.99).
+Loss terms whose weight is 0 are not computed (same results, less time).
 """
 
 from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -28,6 +35,14 @@ from models.classifier import LoadedClassifier
 from models.contracts.artifacts import CONFIDENT
 from models.contracts.inversion import METHODS as METHOD_NAMES
 from models.contracts.inversion import InversionConfig
+from models.control import (
+    FOCUS_SLACK,
+    ClassController,
+    ControlSettings,
+    ProbeReport,
+    probe_seed,
+    quantise,
+)
 from models.device import to_channels_last
 from models.generator import ConditionedGenerator
 from models.losses import (
@@ -36,6 +51,7 @@ from models.losses import (
     kl_divergence_loss,
     mode_seeking_loss,
     orthogonality_loss,
+    per_group_diversity,
     total_variation_loss,
 )
 
@@ -54,7 +70,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 2  # 2: the config of models.contracts (pixel's budget is `steps`)
+STATE_VERSION = 3  # 2: the config of models.contracts; 3: the recipe and the controller
 
 M = TypeVar("M", bound="type[InversionMethod]")
 METHODS: dict[str, type[InversionMethod]] = {}
@@ -100,7 +116,11 @@ def build_method_from_state(
     device: torch.device | str | None = None,
 ) -> InversionMethod:
     """Rebuild a method from `state_dict()` output (its config travels inside)."""
-    method = build_method(classifier, InversionConfig.model_validate(state["config"]), device)
+    config = dict(state["config"])
+    if state.get("version") == 2 and "recipe" not in config:
+        config["recipe"] = "fade"  # version-2 checkpoints ran the fixed recipe of their day
+        state = {**state, "version": STATE_VERSION, "config": config}
+    method = build_method(classifier, InversionConfig.model_validate(config), device)
     method.load_state_dict(state)
     return method
 
@@ -115,6 +135,7 @@ class InversionMethod(abc.ABC):
 
     name: ClassVar[str]
     needs_training: ClassVar[bool] = True  # False: `sample` does all the work (pixel)
+    supports_adaptive: ClassVar[bool] = False  # True: recipe "adaptive" runs the controller
 
     def __init__(
         self,
@@ -132,13 +153,27 @@ class InversionMethod(abc.ABC):
         self.weights = config.loss_weights
         self.num_classes = classifier.num_classes
         self.input_shape = classifier.input_shape
+        self.controller: ClassController | None = None
+        if config.adaptive and self.supports_adaptive:
+            self.controller = ClassController(self.num_classes, ControlSettings.from_config(config))
         self.step_count = 0
         self.trained_seconds = 0.0  # wall time spent in `step`, over every resumed run
         self.last_confident_share = float("nan")
         self.last_min_confidence = float("nan")
+        self.trained_classes = torch.arange(self.num_classes)  # the pool of the last batch
         self.label_rng = torch.Generator().manual_seed(config.seed)
         self.train_rng = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.sample_rng = torch.Generator(device=self.device).manual_seed(config.seed + 2)
+
+    # -- the closed loop (recipe "adaptive") -------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        """The controller saw every target met on its probes: training may stop."""
+        return self.controller is not None and self.controller.finished
+
+    @property
+    def last_probe(self) -> ProbeReport | None:
+        return None if self.controller is None else self.controller.last_report
 
     # -- labels -------------------------------------------------------------------------
     def draw_labels(self, classes: Sequence[int] | None = None) -> torch.Tensor:
@@ -153,7 +188,12 @@ class InversionMethod(abc.ABC):
             raise ValueError("classes must not be empty")
         if int(pool.min()) < 0 or int(pool.max()) >= self.num_classes:
             raise ValueError(f"classes must be in 0..{self.num_classes - 1}")
+        self.trained_classes = torch.unique(pool)  # sorted, once each: what probes cover
         n = self.config.batch_size
+        if self.controller is not None:  # weighted towards lagging classes, ≥ 2 per class
+            return self.controller.draw_labels(self.trained_classes, n, self.label_rng).to(
+                self.device
+            )
         repeats = -(-n // pool.numel())
         order = torch.cat(
             [pool[torch.randperm(pool.numel(), generator=self.label_rng)] for _ in range(repeats)]
@@ -188,6 +228,7 @@ class InversionMethod(abc.ABC):
                 "sample": self.sample_rng.get_state(),
             },
             "modules": self._modules_state(),
+            "control": None if self.controller is None else self.controller.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -203,6 +244,10 @@ class InversionMethod(abc.ABC):
         self.train_rng.set_state(state["rng"]["train"])
         self.sample_rng.set_state(state["rng"]["sample"])
         self._load_modules_state(state["modules"])
+        if self.controller is not None:
+            if state.get("control") is None:
+                raise ValueError("the state has no controller state for the adaptive recipe")
+            self.controller.load_state_dict(state["control"])
 
     @abc.abstractmethod
     def _modules_state(self) -> dict[str, Any]: ...
@@ -214,10 +259,14 @@ class InversionMethod(abc.ABC):
     def diversity_scale(self) -> float:
         """Factor on the diversity weights at the current step (`config.diversity_fade`).
 
-        1 until the first fraction of `config.steps`, then linearly down to 0 at the second:
-        the last steps then refine confidence alone. With constant weights the diversity
-        terms keep pulling a tail of samples below p = 0.99 (measured in bench/inversion.py).
+        Recipe "fade" (and soft's "adaptive"): 1 until the first fraction of `config.steps`,
+        then linearly down to 0 at the second: the last steps then refine confidence alone.
+        With constant weights (recipe "paper") the diversity terms keep pulling a tail of
+        samples below p = 0.99 (measured in bench/inversion.py). The adaptive recipe scales
+        per class instead (`models.control`), so this is 1 there.
         """
+        if self.config.recipe == "paper" or self.controller is not None:
+            return 1.0
         start, end = self.config.diversity_fade
         if start >= 1.0 or self.config.steps == 0:
             return 1.0
@@ -246,39 +295,141 @@ class InversionMethod(abc.ABC):
         labels: torch.Tensor,
         latents: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Weighted total and every named term for images (n, C, H, W) aimed at target (n, K).
+        """Weighted total and every computed term for images (n, C, H, W) aimed at target (n, K).
 
-        `latents` (n, d): the generator's z, for the mode-seeking term (0 without them).
+        `latents` (n, d): the generator's z, for the mode-seeking term (left out without
+        them). Terms whose effective weight is 0 are not computed and not reported: the
+        total and its gradients are bit-identical to adding 0 · term.
         """
         logits, features = self.classifier.forward_with_features(images)
-        groups = labels if self.config.per_class_diversity else None
         with torch.no_grad():
             p_target = F.softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)  # (n,)
             self.last_confident_share = (p_target >= CONFIDENT).float().mean().item()
             self.last_min_confidence = p_target.min().item() if p_target.numel() else 1.0
-        terms = {
-            "kl": kl_divergence_loss(target, logits),
-            "ce": cross_entropy_loss(logits, labels),
-            "cosine": cosine_similarity_loss(features, groups),
-            "orthogonality": orthogonality_loss(features, groups),
-            "tv": total_variation_loss(images),
-            "mode_seeking": (
-                mode_seeking_loss(images, latents, groups)
-                if latents is not None
-                else images.new_zeros(())
-            ),
-        }
+        if self.controller is not None:
+            return self._adaptive_loss_terms(images, target, labels, latents, logits, features)
+        groups = labels if self.config.per_class_diversity else None
         w = self.weights
         fade = self.diversity_scale()
-        total = (
-            w.kl * terms["kl"]
-            + w.ce * terms["ce"]
-            + fade * w.cosine * terms["cosine"]
-            + fade * w.orthogonality * terms["orthogonality"]
-            + w.tv * terms["tv"]
-            + fade * w.mode_seeking * terms["mode_seeking"]
-        )
-        named = {key: float(value.detach()) for key, value in terms.items()}
+        weighted: list[tuple[str, float, Callable[[], torch.Tensor]]] = [
+            ("kl", w.kl, lambda: kl_divergence_loss(target, logits)),
+            ("ce", w.ce, lambda: cross_entropy_loss(logits, labels)),
+            ("cosine", fade * w.cosine, lambda: cosine_similarity_loss(features, groups)),
+            (
+                "orthogonality",
+                fade * w.orthogonality,
+                lambda: orthogonality_loss(features, groups),
+            ),
+            ("tv", w.tv, lambda: total_variation_loss(images)),
+        ]
+        if latents is not None:
+            weighted.append(
+                (
+                    "mode_seeking",
+                    fade * w.mode_seeking,
+                    lambda: mode_seeking_loss(images, latents, groups),
+                )
+            )
+        if w.spread != 0.0:
+
+            def spread_shortfall() -> torch.Tensor:
+                spread_groups = labels if groups is not None else torch.zeros_like(labels)
+                terms = per_group_diversity(
+                    None, None, None, spread_groups, self.num_classes, spread_images=images
+                )
+                present = terms["pairs"] > 0
+                floor = self.config.diversity_floor
+                return (F.relu(floor - terms["spread"]) * present).sum() / present.sum().clamp_min(
+                    1
+                )
+
+            weighted.append(("spread", fade * w.spread, spread_shortfall))
+        total = logits.new_zeros(())
+        named: dict[str, float] = {}
+        first = True
+        for key, weight, term in weighted:
+            if weight == 0.0:
+                continue
+            value = term()
+            total = weight * value if first else total + weight * value
+            first = False
+            named[key] = float(value.detach())
+        named["total"] = float(total.detach())
+        return total, named
+
+    def _adaptive_loss_terms(
+        self,
+        images: torch.Tensor,
+        target: torch.Tensor,
+        labels: torch.Tensor,
+        latents: torch.Tensor | None,
+        logits: torch.Tensor,
+        features: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The adaptive recipe's loss: per-class KL pull and per-class diversity levels.
+
+        L = Σ_i w_i KL_i / Σ_i w_i,  w_i = a_{y_i} / (1 − p_{y_i} + 0.01)  (detached)
+            + (1/G) Σ_k [D_k (λ_cos cos_k + λ_orth orth_k + λ_ms ms_k)
+                         + λ_spread · max(0, τ_k − spread_k)]          (classes k with pairs)
+        a_k is the pull, D_k the feature-diversity level and τ_k the pixel-spread target of
+        class k (`models.control`); spread_k is the mean pairwise RMS pixel distance within
+        the class. The weight 1 / (1 − p + 0.01) keeps the gradient of −log p_y from
+        vanishing as p_y → 1 (it is that of a margin until p_y ≈ 0.99): the tail of samples
+        just short of confident is what the targets count.
+        """
+        if self.controller is None:
+            raise RuntimeError("the adaptive loss needs the controller")
+        w = self.weights
+        pull = self.controller.pull.to(device=logits.device, dtype=logits.dtype)  # (K,)
+        level = self.controller.diversity_weight.to(device=logits.device, dtype=logits.dtype)
+        log_p = F.log_softmax(logits, dim=1)  # (n, K)
+        per_sample = (torch.xlogy(target, target) - target * log_p).sum(dim=1)  # (n,)
+        sample_weight = pull[labels]  # (n,)
+        with torch.no_grad():  # focus on the samples still short of confident
+            p_y = log_p.gather(1, labels[:, None]).squeeze(1).exp()  # (n,)
+            sample_weight = sample_weight / (1.0 - p_y + FOCUS_SLACK)
+        kl = (sample_weight * per_sample).sum() / sample_weight.sum()
+        total = w.kl * kl
+        named: dict[str, float] = {"kl": float(kl.detach())}
+        if w.ce != 0.0:
+            ce = cross_entropy_loss(logits, labels)
+            total = total + w.ce * ce
+            named["ce"] = float(ce.detach())
+        if w.tv != 0.0:
+            tv = total_variation_loss(images)
+            total = total + w.tv * tv
+            named["tv"] = float(tv.detach())
+        active = bool((level[labels] > 0).any())
+        feature_terms = active and (w.cosine != 0.0 or w.orthogonality != 0.0)
+        seeking = active and w.mode_seeking != 0.0 and latents is not None
+        spread = w.spread != 0.0
+        if feature_terms or seeking or spread:
+            terms = per_group_diversity(
+                features if feature_terms else None,
+                images if seeking else None,
+                latents if seeking else None,
+                labels,
+                self.num_classes,
+                spread_images=images if spread else None,
+            )
+            has_pairs = terms["pairs"] > 0  # (K,)
+            groups = has_pairs.sum().clamp_min(1)
+            per_class = logits.new_zeros(self.num_classes)
+            for key, weight in (
+                ("cosine", w.cosine),
+                ("orthogonality", w.orthogonality),
+                ("mode_seeking", w.mode_seeking),
+            ):
+                if key in terms and weight != 0.0:
+                    per_class = per_class + weight * terms[key]
+                    named[key] = float((terms[key] * has_pairs).sum().detach() / groups)
+            per_class = level * per_class
+            if spread:
+                target_spread = self.controller.spread_target.to(logits.device, logits.dtype)
+                shortfall = F.relu(target_spread - terms["spread"])  # (K,)
+                per_class = per_class + w.spread * shortfall
+                named["spread"] = float((terms["spread"] * has_pairs).sum().detach() / groups)
+            total = total + (per_class * has_pairs).sum() / groups
         named["total"] = float(total.detach())
         return total, named
 
@@ -324,7 +475,29 @@ class GeneratorMethod(InversionMethod):
         total.backward()
         self.optimizer.step()
         self.step_count += 1
+        if self.controller is not None and self.controller.due(self.step_count):
+            self.probe()
         return named
+
+    def probe(self) -> ProbeReport:
+        """Sample a fresh seeded probe batch per trained class as it is delivered (eval mode,
+        dropout off, 8-bit), score it and let the controller adapt (`models.control`)."""
+        if self.controller is None:
+            raise RuntimeError("probes belong to the adaptive recipe")
+        pool = self.trained_classes
+        per_class = self.controller.settings.probes_for(len(pool))
+        labels = pool.repeat_interleave(per_class).to(self.device)  # (k · per_class,)
+        seed = probe_seed(self.config.seed, self.step_count)
+        images = quantise(self.sample(labels, seed=seed))
+        with torch.no_grad():
+            logits = self.classifier(images)  # (n, K)
+        report = self.controller.observe(self.step_count, labels, images, logits)
+        if self.controller.candidate:  # confirm on this very generator with fresh probes
+            images = quantise(self.sample(labels, seed=seed + 1))
+            with torch.no_grad():
+                logits = self.classifier(images)
+            report = self.controller.confirm(labels, images, logits)
+        return report
 
     def sample(
         self, labels: torch.Tensor, *, dropout: bool = False, seed: int | None = None
@@ -357,6 +530,7 @@ class C3Method(GeneratorMethod):
     """C3: one-hot conditioning c = onehot(y); KL(c ‖ p) = −log p_y + diversity terms."""
 
     name = "c3"
+    supports_adaptive = True
 
     def condition(self, labels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         return F.one_hot(labels, self.num_classes).float()  # (n, K)

@@ -1,9 +1,10 @@
 """The training loop shared by every method: progress, cooperative stop, checkpoints.
 
-`train` runs `method.step` until the method has made `steps` steps in total, so calling it
-again on a method restored from a checkpoint finishes the same run. Labels come from the
-method's own seeded RNG (part of its state): on the CPU a resumed run ends with exactly the
-weights, and so the samples, of an uninterrupted one.
+`train` runs `method.step` until the method has made `steps` steps in total, or until the
+method says it is `finished` (the adaptive recipe's controller saw its targets met on probe
+batches), so calling it again on a method restored from a checkpoint finishes the same run.
+Labels come from the method's own seeded RNG (part of its state): on the CPU a resumed run
+ends with exactly the weights, and so the samples, of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any
 
 import torch
 
+from models.control import ProbeReport
 from models.methods import InversionMethod
+from models.verdict import TrainingOutcome
 
 __all__ = [
     "InversionFailed",
@@ -29,6 +32,7 @@ __all__ = [
     "load_state",
     "save_state",
     "train",
+    "training_outcome",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +58,8 @@ class StepReport:
     losses: dict[str, float]  # the last step's named losses and "total"
     confident_share: float  # share of training samples at p_y ≥ 0.99, last 20 steps
     elapsed_s: float = 0.0  # wall time of this call to `train`
+    probe: ProbeReport | None = None  # adaptive recipe: the last check's per-class figures
+    # (confident share, collapse flags, diversity levels and pulls); None otherwise
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,9 @@ class TrainResult:
     seconds: float  # wall time of this call
     losses: dict[str, float] = field(default_factory=dict)  # the last step's losses
     confident_share: float = float("nan")
+    stop_reason: str = "budget_spent"  # "targets_met" (adaptive: probes met the targets),
+    # "budget_spent", "fixed_recipe" (paper/fade ran their steps), "cancelled", "no_training"
+    probe: ProbeReport | None = None  # the last check (adaptive recipe)
 
 
 def train(
@@ -103,7 +112,7 @@ def train(
             on_checkpoint(save_state(method.state_dict()), method.step_count)
             checkpointed_at = method.step_count
 
-    while method.step_count < steps:
+    while method.step_count < steps and not method.finished:
         if should_stop is not None and should_stop():
             stopped = True
             break
@@ -119,14 +128,33 @@ def train(
             )
         shares.append(method.last_confident_share)
         now = time.perf_counter()
-        done = method.step_count >= steps
+        done = method.step_count >= steps or method.finished
         if on_progress is not None and (done or now - last_report >= progress_every_s):
             last_report = now
-            on_progress(StepReport(method.step_count, steps, losses, running_share(), now - start))
+            on_progress(
+                StepReport(
+                    method.step_count,
+                    steps,
+                    losses,
+                    running_share(),
+                    now - start,
+                    method.last_probe,
+                )
+            )
         if checkpoint_every is not None and method.step_count % checkpoint_every == 0:
             checkpoint()
-    if checkpoint_every is not None and (stopped or method.step_count >= steps):
+    if checkpoint_every is not None and (stopped or method.step_count >= steps or method.finished):
         checkpoint()
+    if stopped:
+        reason = "cancelled"
+    elif not method.needs_training or steps == 0:
+        reason = "no_training"
+    elif method.finished:
+        reason = "targets_met"
+    elif method.controller is None:
+        reason = "fixed_recipe"
+    else:
+        reason = "budget_spent"
     seconds = time.perf_counter() - start
     logger.info(
         "%s: step %d/%d in %.1fs%s",
@@ -134,9 +162,39 @@ def train(
         method.step_count,
         steps,
         seconds,
-        " (stopped)" if stopped else "",
+        f" ({reason})",
     )
-    return TrainResult(method.step_count, stopped, seconds, losses, running_share())
+    return TrainResult(
+        method.step_count,
+        stopped,
+        seconds,
+        losses,
+        running_share(),
+        reason,
+        method.last_probe,
+    )
+
+
+def training_outcome(method: InversionMethod, result: TrainResult, budget: int) -> TrainingOutcome:
+    """The training half of a verdict (`models.verdict.build_verdict`): why training stopped,
+    the steps against the budget, and which classes the last probes still flagged."""
+    names = method.classifier.class_names
+    probe = result.probe
+    collapsed: tuple[str, ...] = ()
+    lagging: tuple[str, ...] = ()
+    if probe is not None:
+        collapsed = tuple(
+            names[k] for k, c in zip(probe.classes, probe.collapsed, strict=True) if c
+        )
+        lagging = tuple(names[k] for k, c in zip(probe.classes, probe.lagging, strict=True) if c)
+    return TrainingOutcome(
+        stop_reason=result.stop_reason,
+        steps=result.step,
+        step_budget=budget,
+        recipe=method.config.recipe,
+        collapsed_on_probes=collapsed,
+        lagging_on_probes=lagging,
+    )
 
 
 def save_state(state: dict[str, Any]) -> bytes:

@@ -34,6 +34,7 @@ __all__ = [
     "InversionMetrics",
     "MspScores",
     "Phase",
+    "ProbeFigures",
     "Progress",
     "SampleIndex",
     "SampleRecord",
@@ -229,6 +230,28 @@ class Phase(StrEnum):
     DONE = "done"
 
 
+class ProbeFigures(BaseModel):
+    """The adaptive recipe's last check (models.control.ProbeReport), per probed class in
+    `classes` order: what the controller measured on probes sampled as delivered, and the
+    per-class weights it set."""
+
+    step: int
+    classes: list[int]
+    confident: list[float] = Field(description="Share at p_y >= the threshold, this check.")
+    argmax: list[float]
+    diversity: list[float] = Field(description="Mean pairwise RMS pixel distance (spread).")
+    collapsed: list[bool] = Field(description="Spread under 0.8x diversity_floor.")
+    lagging: list[bool] = Field(description="Pooled misses over 1% of the class's probes.")
+    diversity_weight: list[float] = Field(description="Level of the feature-diversity terms.")
+    spread_target: list[float] = Field(description="Target of the class's spread hinge.")
+    pull: list[float] = Field(description="Weight of the class in the training batch.")
+    overall_confident: float
+    overall_argmax: float
+    targets_met: bool
+    passes: int
+    finished: bool
+
+
 class Progress(_Figures):
     """How far a run is: reported by the engine, kept in the job record, sent over SSE."""
 
@@ -243,6 +266,9 @@ class Progress(_Figures):
     steps_per_second: float | None = None
     eta_seconds: float | None = None
     updated_at: float = Field(description="Unix time of this report.")
+    probe: ProbeFigures | None = Field(
+        None, description="Adaptive recipe: the controller's last check (per-class figures)."
+    )
 
     @field_validator("losses", mode="before")
     @classmethod

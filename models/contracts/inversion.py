@@ -25,17 +25,29 @@ from models.contracts.classifier import MAX_CLASSES
 __all__ = [
     "METHODS",
     "METHOD_DEFAULTS",
+    "RECIPES",
+    "RECIPE_DEFAULTS",
     "ClassList",
     "InversionConfig",
     "InversionParams",
     "LossWeights",
     "MethodDefaults",
     "MethodName",
+    "Recipe",
 ]
 
 MethodName = Literal["c3", "soft", "pixel"]
 """The inversion methods; the engine registers one class under each name."""
 METHODS: tuple[MethodName, ...] = get_args(MethodName)
+
+Recipe = Literal["adaptive", "paper", "fade"]
+"""How c3 trains its generator (issue 10). "adaptive": a closed loop per class
+(models.control) that probes the generator as it delivers, adapts each class's diversity
+pressure and pull, and stops when the targets hold or the step budget is spent. "paper": the
+published fixed recipe (constant weights, fixed step count). "fade": the previous default
+(paper weights fading out between `diversity_fade` of a fixed step count). soft and pixel
+keep their fixed recipe whatever this says."""
+RECIPES: tuple[Recipe, ...] = get_args(Recipe)
 
 MAX_STEPS = 100_000
 MAX_BATCH = 4096
@@ -76,6 +88,11 @@ class LossWeights(BaseModel):
     mode_seeking: Weight = Field(
         0.0, description="1 / (image distance / latent distance), MSGAN: against collapse"
     )
+    spread: Weight = Field(
+        0.0,
+        description="max(0, τ − within-class RMS pixel spread) per class, against collapse; "
+        "τ is the adaptive controller's per-class target, else `diversity_floor`",
+    )
 
     def over(self, preset: LossWeights) -> LossWeights:
         """`preset` with the weights that were given here (set explicitly) replaced."""
@@ -88,6 +105,22 @@ class MethodDefaults:
     batch_size: int  # generator batch, or samples optimised together (pixel)
     loss_weights: LossWeights
 
+
+@dataclass(frozen=True)
+class RecipeDefaults:
+    steps: int  # c3's step budget (adaptive: it stops earlier when the targets hold)
+    lr: float  # Adam learning rate of the generator
+    loss_weights: LossWeights  # c3's preset under this recipe
+
+
+RECIPE_DEFAULTS: dict[str, RecipeDefaults] = {
+    # The paper's terms plus a pixel-spread hinge, all scaled and targeted per class.
+    "adaptive": RecipeDefaults(3000, 2e-3, LossWeights(spread=1.0)),
+    # KL(one-hot ‖ p) + 0.1 cosine + 0.1 orthogonality, constant, 500 steps.
+    "paper": RecipeDefaults(500, 1e-3, LossWeights()),
+    # The same weights fading out between `diversity_fade` of 500 steps (before issue 10).
+    "fade": RecipeDefaults(500, 1e-3, LossWeights()),
+}
 
 METHOD_DEFAULTS: dict[str, MethodDefaults] = {
     # C3: KL(one-hot ‖ p) + 0.1 cosine + 0.1 orthogonality.
@@ -106,10 +139,10 @@ class InversionConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     method: MethodName = "c3"
-    steps: int = Field(500, ge=0, le=MAX_STEPS)  # see MethodDefaults.steps
+    steps: int = Field(500, ge=0, le=MAX_STEPS)  # see MethodDefaults / RecipeDefaults.steps
     batch_size: int = Field(64, ge=2, le=MAX_BATCH)  # see MethodDefaults.batch_size
     loss_weights: LossWeights = LossWeights()
-    lr: float = Field(1e-3, ge=1e-7, le=10.0)  # Adam learning rate of the generator
+    lr: float = Field(1e-3, ge=1e-7, le=10.0)  # Adam learning rate (RecipeDefaults.lr)
     betas: tuple[float, float] = (0.5, 0.999)  # Adam betas (GAN-style)
     latent_dim: int = Field(100, ge=1, le=1024)  # size of z ~ N(0, I)
     width: int = Field(16, ge=4, le=256)  # generator channels at full resolution
@@ -123,6 +156,23 @@ class InversionConfig(BaseModel):
     # its p_y reach this (0: always `steps`, the fixed budget of the fooling-images baseline)
     sample_batch_size: int = Field(500, ge=1, le=65_536)  # generator batch when sampling
     seed: int = Field(0, ge=0, le=2**63 - 1)  # seeds weights, z, masks and labels
+    # -- issue 10: the recipe, the adaptive controller's cadence and its targets --
+    recipe: Recipe = "adaptive"  # c3's training recipe (soft and pixel: fixed, as before)
+    check_every: int = Field(50, ge=1, le=MAX_STEPS)  # adaptive: probe every N steps
+    probe_per_class: int = Field(0, ge=0, le=256)  # adaptive: probes per class and check;
+    # 0: sized to the class count, clamp(1280 // K, 8, 64)
+    target_confident_share: float = Field(0.99, ge=0.0, le=1.0)  # at p ≥ threshold, overall
+    target_class_confident_share: float = Field(0.97, ge=0.0, le=1.0)  # ... in every class
+    target_argmax_share: float = Field(0.995, ge=0.0, le=1.0)  # argmax = target
+    confidence_threshold: float = Field(0.99, ge=0.5, le=0.999999)  # p_y counted confident
+    diversity_floor: float = Field(0.18, ge=0.0, le=1.0)  # a class whose probes differ by
+    # less than this mean pairwise RMS pixel distance ([0, 1] pixels) is low, under 0.8× it
+    # collapsed: the controller's data-free collapse signal
+
+    @property
+    def adaptive(self) -> bool:
+        """c3 under the adaptive recipe: the closed loop runs."""
+        return self.method == "c3" and self.recipe == "adaptive"
 
     @model_validator(mode="before")
     @classmethod
@@ -134,15 +184,25 @@ class InversionConfig(BaseModel):
         if defaults is None:
             return data  # the method field reports the unknown name
         data = dict(data)
+        recipe = RECIPE_DEFAULTS.get(data.get("recipe", "adaptive"))
+        preset = defaults.loss_weights
+        if data.get("method", "c3") == "c3" and recipe is not None:
+            if data.get("steps") is None:
+                data["steps"] = recipe.steps
+            if data.get("lr") is None:
+                data["lr"] = recipe.lr
+            preset = recipe.loss_weights
         for key in ("steps", "batch_size"):
             if data.get(key) is None:
                 data[key] = getattr(defaults, key)
+        if data.get("lr") is None:
+            data.pop("lr", None)
         given = data.get("loss_weights")
         if given is None:
-            data["loss_weights"] = defaults.loss_weights
+            data["loss_weights"] = preset
         elif isinstance(given, dict | LossWeights):
             weights = given if isinstance(given, LossWeights) else LossWeights.model_validate(given)
-            data["loss_weights"] = weights.over(defaults.loss_weights)
+            data["loss_weights"] = weights.over(preset)
         return data
 
     @model_validator(mode="after")
@@ -165,6 +225,8 @@ class InversionConfig(BaseModel):
             "latent_dim": 16,
             "width": 8,
             "sample_batch_size": 64,
+            "check_every": 4,
+            "probe_per_class": 4,
         }
         return cls.model_validate(base | overrides)
 

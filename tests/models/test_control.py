@@ -1,0 +1,323 @@
+"""The adaptive recipe's control logic: stopping, collapse signal, adaptation, class sampling,
+state and resume, and the verdict built from metrics. Tiny networks, no timing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.classifier import LoadedClassifier
+from models.contracts.inversion import InversionConfig
+from models.control import (
+    D_START,
+    PASSES_TO_STOP,
+    ClassController,
+    ControlSettings,
+    class_diversity,
+    quantise,
+)
+from models.methods import build_method, build_method_from_state
+from models.training import StepReport, load_state, save_state, train
+from models.verdict import Targets, TrainingOutcome, build_verdict
+from tests import factories
+
+K = 4
+PIXELS = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def classifier() -> LoadedClassifier:
+    return factories.loaded("mlp", (1, 28, 28))
+
+
+def _confident_logits(labels: torch.Tensor, right: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits with p_y ≈ 1 where `right` (default: everywhere), else the mass elsewhere."""
+    logits = torch.zeros(len(labels), K)
+    right = torch.ones(len(labels), dtype=torch.bool) if right is None else right
+    logits[torch.arange(len(labels)), labels] = torch.where(right, 20.0, -20.0)
+    return logits
+
+
+def _diverse(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    return torch.rand(len(labels), *PIXELS, generator=torch.Generator().manual_seed(seed))
+
+
+def _collapsed(labels: torch.Tensor) -> torch.Tensor:
+    """One image per class: every probe of a class is the same picture."""
+    per_class = torch.rand(K, *PIXELS, generator=torch.Generator().manual_seed(1))
+    return per_class[labels]
+
+
+LABELS = torch.arange(K).repeat_interleave(48)  # 48 probes per class: a window of 2 checks
+
+
+def test_stops_only_after_targets_are_met_at_consecutive_checks() -> None:
+    control = ClassController(K, ControlSettings())
+    good = (LABELS, _diverse(LABELS), _confident_logits(LABELS))
+    lagging = torch.ones(len(LABELS), dtype=torch.bool)
+    lagging[LABELS == 2] = False  # class 2: none confident
+    bad = (LABELS, _diverse(LABELS), _confident_logits(LABELS, lagging))
+
+    first = control.observe(50, *good)
+    assert not first.targets_met  # one check is not enough
+    assert not control.finished
+    assert not control.observe(100, *bad).targets_met
+    assert control.passes == 0  # a miss resets the count
+    assert not control.observe(150, *good).targets_met  # the bad check is still pooled
+    report = control.observe(200, *good)
+    assert report.targets_met
+    assert not control.finished  # a candidate until confirmed on the same generator
+    assert control.candidate
+    report = control.confirm(LABELS, _diverse(LABELS, seed=5), _confident_logits(LABELS))
+    assert report.finished
+    assert control.finished
+    assert report.passes >= 1
+    assert not control.due(300)  # a finished controller probes no more
+
+
+def test_a_failed_confirmation_keeps_training() -> None:
+    control = ClassController(K, ControlSettings())
+    good = (LABELS, _diverse(LABELS), _confident_logits(LABELS))
+    control.observe(50, *good)
+    assert control.observe(100, *good).targets_met
+    right = LABELS != 1  # the fresh batch from the same generator: class 1 misses
+    report = control.confirm(LABELS, _diverse(LABELS, seed=9), _confident_logits(LABELS, right))
+    assert not report.finished
+    assert not control.finished
+    assert control.passes == 0
+    assert not control.candidate
+
+
+def test_a_collapsed_class_blocks_the_stop_even_when_confident() -> None:
+    control = ClassController(K, ControlSettings())
+    for step in (50, 100, 150):
+        report = control.observe(step, LABELS, _collapsed(LABELS), _confident_logits(LABELS))
+        assert not report.targets_met
+        assert all(report.collapsed)
+    assert not control.finished
+
+
+def test_collapse_signal_flags_one_image_per_class_not_a_diverse_generator() -> None:
+    classes = torch.arange(K)
+    same = class_diversity(_collapsed(LABELS), LABELS, classes)
+    varied = class_diversity(_diverse(LABELS), LABELS, classes)
+    floor = ControlSettings().diversity_floor
+    assert torch.all(same < 1e-9)
+    assert torch.all(varied > floor)  # uniform noise: RMS ≈ √(1/6) ≈ 0.41
+    # quantising to 8 bits changes the signal by far less than the floor
+    assert torch.allclose(class_diversity(quantise(_diverse(LABELS)), LABELS, classes), varied,
+                          atol=0.01)  # fmt: skip
+
+
+def test_collapsed_class_gets_more_diversity_lagging_class_more_pull() -> None:
+    control = ClassController(K, ControlSettings())
+    images = _diverse(LABELS)
+    images[LABELS == 0] = images[LABELS == 0][0]  # class 0 collapsed
+    right = LABELS != 3  # class 3 not confident, but diverse
+    before_d, before_pull = control.diversity_weight.clone(), control.pull.clone()
+    before_tau = control.spread_target.clone()
+    report = control.observe(50, LABELS, images, _confident_logits(LABELS, right))
+    assert report.collapsed == (True, False, False, False)
+    assert report.lagging == (False, False, False, True)
+    assert control.spread_target[0] > before_tau[0]  # raised while collapsed
+    assert control.spread_target[3] < before_tau[3]  # lowered while lagging (and diverse)
+    assert control.spread_target[1] == before_tau[1]  # held
+    assert control.diversity_weight[3] < before_d[3]
+    assert control.diversity_weight[1] == before_d[1] == D_START
+    assert control.pull[3] > before_pull[3]
+    assert control.pull[1] == before_pull[1] == 1.0
+    # pull goes back down once the pooled evidence (2 checks here) shows the class on target
+    control.observe(100, LABELS, _diverse(LABELS), _confident_logits(LABELS))
+    peak = float(control.pull[3])
+    assert peak > report.pull[3]  # the miss is still in the window
+    control.observe(150, LABELS, _diverse(LABELS), _confident_logits(LABELS))
+    assert control.pull[3] < peak
+
+
+def test_many_classes_two_per_drawn_class_lagging_favoured_deterministic() -> None:
+    control = ClassController(100, ControlSettings())
+    control.pull[:10] = 4.0  # classes 0..9 lag
+    pool = torch.arange(100)
+    counts = torch.zeros(100)
+    for seed in range(50):
+        labels = control.draw_labels(pool, 64, torch.Generator().manual_seed(seed))
+        assert len(labels) == 64
+        per_class = torch.bincount(labels, minlength=100)
+        assert set(per_class[per_class > 0].tolist()) == {2}  # 32 classes, 2 each
+        counts += per_class
+    assert counts[:10].mean() > 2 * counts[10:].mean()  # lagging classes drawn more often
+    again = control.draw_labels(pool, 64, torch.Generator().manual_seed(3))
+    assert torch.equal(again, control.draw_labels(pool, 64, torch.Generator().manual_seed(3)))
+
+
+def test_few_classes_every_class_at_least_twice_extra_slots_to_lagging() -> None:
+    control = ClassController(10, ControlSettings())
+    balanced = control.draw_labels(torch.arange(10), 64, torch.Generator().manual_seed(0))
+    assert torch.bincount(balanced, minlength=10).tolist().count(6) == 6  # 6 or 7 each
+    control.pull[4] = 4.0
+    labels = control.draw_labels(torch.arange(10), 64, torch.Generator().manual_seed(0))
+    per_class = torch.bincount(labels, minlength=10)
+    assert per_class.min() >= 2
+    assert per_class[4] == per_class.max()
+    assert per_class[4] > 10
+    subset = control.draw_labels(torch.tensor([2, 7]), 9, torch.Generator().manual_seed(0))
+    assert set(subset.tolist()) == {2, 7}
+
+
+def test_controller_state_round_trips() -> None:
+    control = ClassController(K, ControlSettings())
+    control.observe(50, LABELS, _collapsed(LABELS), _confident_logits(LABELS))
+    clone = ClassController(K, ControlSettings())
+    clone.load_state_dict(load_state(save_state(control.state_dict())))
+    assert torch.equal(clone.diversity_weight, control.diversity_weight)
+    assert torch.equal(clone.pull, control.pull)
+    assert torch.equal(clone.spread_target, control.spread_target)
+    assert (clone.passes, clone.finished, clone.checks) == (0, False, 1)
+    assert clone.last_report == control.last_report
+
+
+def test_train_stops_when_targets_met_twice(classifier: LoadedClassifier) -> None:
+    config = InversionConfig.tiny(
+        "c3",
+        steps=40,
+        check_every=3,
+        target_confident_share=0.0,
+        target_class_confident_share=0.0,
+        target_argmax_share=0.0,
+        diversity_floor=0.0,
+    )  # every check meets these
+    method = build_method(classifier, config, "cpu")
+    reports: list[StepReport] = []
+    result = train(method, steps=40, on_progress=reports.append, progress_every_s=0.0)
+    assert result.stop_reason == "targets_met"
+    assert result.step == 3 * PASSES_TO_STOP
+    assert result.probe is not None
+    assert result.probe.finished
+    probes = [p.probe for p in reports if p.probe is not None]
+    assert next(p.step for p in probes) == 3
+    assert probes[-1].classes == tuple(range(10))
+    assert len(probes[-1].diversity_weight) == len(probes[-1].pull) == 10
+
+
+def test_train_spends_the_budget_when_targets_cannot_be_met(classifier: LoadedClassifier) -> None:
+    config = InversionConfig.tiny("c3", steps=9, check_every=3, confidence_threshold=0.999999)
+    method = build_method(classifier, config, "cpu")
+    result = train(method, steps=9)
+    assert result.stop_reason == "budget_spent"
+    assert result.step == 9
+    assert method.controller is not None
+    assert method.controller.checks == 3
+    fixed = train(build_method(classifier, InversionConfig.tiny("c3", recipe="paper"), "cpu"),
+                  steps=4)  # fmt: skip
+    assert fixed.stop_reason == "fixed_recipe"
+    assert fixed.probe is None
+
+
+def test_adaptive_resume_from_any_checkpoint_matches_uninterrupted(
+    classifier: LoadedClassifier,
+) -> None:
+    config = InversionConfig.tiny("c3", steps=9, check_every=2, confidence_threshold=0.999999)
+    labels = torch.arange(10)
+    straight = build_method(classifier, config, "cpu")
+    train(straight, steps=9)
+    expected = straight.sample(labels)
+    checkpoints: dict[int, bytes] = {}
+    first = build_method(classifier, config, "cpu")
+    train(
+        first,
+        steps=9,
+        checkpoint_every=1,
+        on_checkpoint=lambda state, step: checkpoints.__setitem__(step, state),
+    )
+    assert first.controller is not None
+    assert straight.controller is not None
+    assert torch.equal(first.controller.diversity_weight, straight.controller.diversity_weight)
+    for step in (1, 4, 7):
+        resumed = build_method_from_state(classifier, load_state(checkpoints[step]), "cpu")
+        train(resumed, steps=9)
+        assert resumed.controller is not None
+        assert torch.equal(resumed.controller.pull, straight.controller.pull)
+        assert torch.equal(resumed.sample(labels), expected), f"resumed from step {step}"
+
+
+def test_per_class_sampling_weights_the_kl_of_lagging_classes(
+    classifier: LoadedClassifier,
+) -> None:
+    method = build_method(classifier, InversionConfig.tiny("c3", batch_size=64), "cpu")
+    assert method.controller is not None
+    method.controller.pull[5] = 4.0
+    labels = method.draw_labels()
+    assert (labels == 5).sum() > (labels == 4).sum()
+    assert torch.bincount(labels, minlength=10).min() >= 2
+    losses = method.step(labels)
+    assert {"kl", "cosine", "orthogonality", "spread", "total"} <= set(losses)
+
+
+# -- the verdict ---------------------------------------------------------------------------
+
+
+def _metrics(confident: dict[str, float], diversity: float = 6.0) -> dict:
+    per_class = {
+        name: {
+            "confident_share": share,
+            "pixel_diversity": diversity,
+            "reference_pixel_diversity": 6.0,
+        }
+        for name, share in confident.items()
+    }
+    overall = sum(confident.values()) / len(confident)
+    return {
+        "overall": {"confident_share": overall, "argmax_accuracy": 1.0, "msp_auroc": 0.1},
+        "per_class": per_class,
+        "confident_threshold": 0.99,
+    }
+
+
+def test_verdict_all_targets_met_lists_nothing_missed() -> None:
+    verdict = build_verdict(
+        _metrics({str(k): 1.0 for k in range(10)}), TrainingOutcome("targets_met", 400, 3000)
+    )
+    assert verdict.met
+    assert verdict.missed == ()
+    assert verdict.missed_classes == ()
+    assert verdict.suggestions == ()
+    assert verdict.to_dict()["missed"] == []
+    assert "All targets met." in verdict.summary()
+
+
+def test_verdict_names_a_lagging_class_with_its_shortfall_and_what_to_try() -> None:
+    shares = {str(k): 1.0 for k in range(10)} | {"7": 0.90}
+    verdict = build_verdict(_metrics(shares), TrainingOutcome("budget_spent", 3000, 3000))
+    assert not verdict.met
+    assert [c.name for c in verdict.missed] == ["class_confident_share"]
+    (item,) = verdict.missed_classes
+    assert item.class_name == "7"
+    assert item.shortfall == pytest.approx(0.07)
+    assert any("step budget to 6000" in s for s in verdict.suggestions)
+    text = verdict.summary()
+    assert "7 90.0% (7.0% short)" in text
+    assert "budget of 3000 steps" in text
+
+
+def test_verdict_collapse_and_missing_reference() -> None:
+    collapsed = build_verdict(_metrics({"a": 1.0, "b": 1.0}, diversity=2.0))
+    assert {c.name for c in collapsed.missed} == {"min_diversity_ratio", "mean_diversity_ratio"}
+    assert {c.class_name for c in collapsed.missed_classes} == {"a", "b"}
+    assert any("diversity_floor" in s for s in collapsed.suggestions)
+    fixed = build_verdict(
+        _metrics({"a": 1.0, "b": 1.0}, diversity=2.0),
+        TrainingOutcome("fixed_recipe", 500, 500, recipe="paper"),
+    )
+    assert any("recipe 'adaptive'" in s for s in fixed.suggestions)
+    metrics = _metrics({"a": 1.0, "b": 1.0})
+    for m in metrics["per_class"].values():
+        m["reference_pixel_diversity"] = None
+    metrics["overall"]["msp_auroc"] = None
+    unmeasured = build_verdict(metrics)
+    assert unmeasured.met
+    assert {c.name for c in unmeasured.not_measured} == {
+        "min_diversity_ratio",
+        "mean_diversity_ratio",
+        "msp_auroc",
+    }
+    assert Targets.from_dict(Targets().to_dict()) == Targets()
