@@ -8,7 +8,7 @@ Members (bench/zoo_members.py) are trained once and cached. Each method runs thr
 engine's entry point `models.audit.audit`, as a worker job does, with default settings and no
 per-member tuning: 100 samples per class drawn in eval mode, delivered as 8-bit pixels and
 scored by `compute_metrics` against the member's held-out split. The targets
-(issue 10, point 3) are evaluated by `models.verdict.build_verdict`, the same code that gives
+(issue 10, point 3) are evaluated by `models.contracts.verdict`, the same code that gives
 jobs their verdict; the zoo adds the time targets: median training time ≤ 60 s, none > 180 s.
 
 Methods: c3 (the default: adaptive recipe), paper (c3, the paper's fixed recipe), fade (c3,
@@ -37,7 +37,6 @@ from bench.zoo_members import MEMBERS, Prepared, prepare  # noqa: E402
 from models.audit import AuditHooks, Reference, audit  # noqa: E402
 from models.contracts.artifacts import Progress  # noqa: E402
 from models.contracts.inversion import InversionConfig  # noqa: E402
-from models.verdict import Targets, build_verdict  # noqa: E402
 
 MEDIAN_SECONDS, MAX_SECONDS = 60.0, 180.0
 METHODS: dict[str, dict[str, Any]] = {
@@ -104,7 +103,7 @@ def run_one(prepared: Prepared, label: str, fields: dict[str, Any], args: Any) -
     classes = classifier.num_classes
     metrics_dict = result.metrics.model_dump(mode="json")
     probe = method.last_probe
-    verdict = build_verdict(metrics_dict, result.training, Targets(), method=config.method)
+    verdict = result.verdict  # the issue-10 targets: the config's defaults
     checks = {c.name: c for c in verdict.checks}
     per_class = metrics_dict["per_class"]
     worst_name = min(per_class, key=lambda n: per_class[n]["confident_share"])

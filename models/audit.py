@@ -36,6 +36,7 @@ from models.contracts.artifacts import (
     SamplesWriter,
 )
 from models.contracts.inversion import InversionConfig
+from models.contracts.verdict import TrainingOutcome, Verdict, build_verdict
 from models.methods import InversionMethod, build_method, build_method_from_state
 from models.metrics import MetricsBuilder
 from models.ood import audit_figures
@@ -49,7 +50,6 @@ from models.training import (
     train,
     training_outcome,
 )
-from models.verdict import TrainingOutcome
 
 __all__ = [
     "AuditHooks",
@@ -123,8 +123,13 @@ class AuditResult:
     trained_state: bytes | None  # the final method state (None for pixel: nothing trained)
     resumed_from_step: int  # the step the method state started at (> 0: a resume)
     engine_seconds: float  # wall time of the audit, less the time spent in hooks
-    training: TrainingOutcome | None = None  # why training stopped, for the verdict
-    # (models.verdict.build_verdict(metrics.model_dump(), training)); None: no training
+    training: TrainingOutcome | None = None  # why training stopped; None: no training
+
+    @property
+    def verdict(self) -> Verdict:
+        """Which targets the run met, which it missed and what to try (in report.json)."""
+        assert self.figures.verdict is not None  # audit() always sets it
+        return self.figures.verdict
 
     @property
     def images(self) -> torch.Tensor:
@@ -164,6 +169,7 @@ def audit(
     state: bytes | None = None,
     hooks: AuditHooks | None = None,
     device: torch.device | str | None = None,
+    step_limit: int | None = None,
 ) -> AuditResult:
     """Invert `classifier` with `config` and audit the counterfeits.
 
@@ -171,7 +177,8 @@ def audit(
     starting one: its config is the run's (`config`, when also given, must equal it). Sampling
     draws `samples_per_class` for each of `classes` (default: all) from seeds
     `sample_seed + chunk` (default: the config's seed). Raises `Stopped` when
-    `hooks.should_stop()` says so.
+    `hooks.should_stop()` says so. The verdict's suggestions keep the step budget under
+    `step_limit` (a service's limit).
     """
     hooks = hooks or AuditHooks()
     start = time.perf_counter()
@@ -229,6 +236,10 @@ def audit(
         measured.reference_outputs,
         None if reference is None else reference.y,
     )
+    verdict = build_verdict(
+        measured.metrics, training, config.targets, method=config.method, step_limit=step_limit
+    )
+    figures = figures.model_copy(update={"verdict": verdict})
     writer.close(
         targets.numpy(),
         np.array([s.predicted for s in samples], dtype=np.int64),
@@ -282,6 +293,7 @@ def _train(
                 confident_share=report.confident_share,
                 steps_per_second=rate,
                 eta_seconds=(total - report.step) / rate if rate else None,
+                stops_early=method.config.adaptive,
                 updated_at=time.time(),
                 probe=None
                 if report.probe is None

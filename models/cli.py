@@ -215,8 +215,11 @@ def _invert(args: argparse.Namespace) -> int:
             return
         bar = bars.get(progress.phase)
         if bar is None:
+            early = progress.stops_early and progress.phase == Phase.TRAINING
             bar = bars[progress.phase] = tqdm(
-                total=progress.total_steps, desc=progress.phase.value, disable=args.quiet
+                total=progress.total_steps,
+                desc="training (stops when the targets hold)" if early else progress.phase.value,
+                disable=args.quiet,
             )
         bar.update(progress.step - bar.n)
         if progress.phase == Phase.TRAINING:
@@ -263,6 +266,7 @@ def _invert(args: argparse.Namespace) -> int:
             else ""
         )
     )
+    print(result.verdict.summary)
     return 0
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
+from models.contracts.verdict import TrainingOutcome
 from models.control import ProbeReport
 from models.methods import InversionMethod
-from models.verdict import TrainingOutcome
 
 __all__ = [
     "InversionFailed",
@@ -176,7 +176,7 @@ def train(
 
 
 def training_outcome(method: InversionMethod, result: TrainResult, budget: int) -> TrainingOutcome:
-    """The training half of a verdict (`models.verdict.build_verdict`): why training stopped,
+    """The training half of a verdict (`models.contracts.verdict`): why training stopped,
     the steps against the budget, and which classes the last probes still flagged."""
     names = method.classifier.class_names
     probe = result.probe

@@ -24,6 +24,7 @@ from models.contracts.artifacts import ClassMetrics, Progress
 from models.contracts.classifier import ClassifierSpec, CommaList, Name
 from models.contracts.cost import CostProfile
 from models.contracts.inversion import ClassList, InversionParams, MethodName
+from models.contracts.verdict import Verdict
 
 __all__ = [
     "ACTIVE_JOB_STATES",
@@ -314,6 +315,9 @@ class JobBase(BaseModel):
         None, description="Time spent in the inversion engine (the rest is service overhead)."
     )
     stored_bytes: int | None = Field(None, description="Bytes of the files the job wrote.")
+    verdict: Verdict | None = Field(
+        None, description="Once succeeded: which targets the run met, which it missed, what to try."
+    )
 
 
 class JobRecord(JobBase, Record):

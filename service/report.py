@@ -17,6 +17,7 @@ from markupsafe import Markup
 from pydantic import BaseModel, Field
 
 from models.contracts.artifacts import ArtifactName, AuditFigures, EvasionTable, InversionMetrics
+from models.contracts.verdict import Verdict
 from service import plots, samples
 from service.errors import Conflict
 from service.images import to_png
@@ -370,6 +371,10 @@ class ReportPublic(BaseModel):
     ood: EvasionTable | None = Field(
         description="OOD-detector evasion; None when the job had no reference dataset."
     )
+    verdict: Verdict | None = Field(
+        description="Which targets the run met, which it missed and what to try; None for a "
+        "job finished before verdicts existed."
+    )
     links: dict[str, str]
 
 
@@ -421,6 +426,7 @@ def build_report(stores: Stores, job: JobRecord) -> ReportPublic:
             reference=hist.counts[1] if len(hist.counts) > 1 else None,
         ),
         ood=figures.ood if figures is not None else None,
+        verdict=job.verdict or (figures.verdict if figures is not None else None),
         links={
             "self": f"/inversions/{id}/report",
             "html": f"/inversions/{id}/report?format=html",

@@ -39,6 +39,10 @@ class CommonSettings(BaseSettings):
     stale_after_seconds: float = Field(
         30.0, description="A lease not renewed for this long is stale: the task is re-queued."
     )
+    max_steps: int = Field(
+        20_000,
+        description="Largest training budget a job may ask for (and a verdict may suggest).",
+    )
     min_free_mb: int = Field(
         256,
         description="Free disk below this is 'disk full': /readyz says so, and jobs that "
@@ -79,7 +83,6 @@ class ServiceSettings(CommonSettings):
     max_body_bytes: int = Field(
         1024 * 1024, description="Largest request body other than an upload (413 above it)."
     )
-    max_steps: int = Field(20_000, description="Largest training budget a job may ask for.")
     max_samples_per_class: int = Field(
         10_000, description="Most samples per class a job may ask for."
     )

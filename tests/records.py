@@ -22,6 +22,7 @@ from models.contracts.artifacts import (
     SampleRecord,
     SamplesArrays,
 )
+from models.contracts.verdict import TrainingOutcome, build_verdict
 from service import exports
 from service.records import (
     ClassifierRecord,
@@ -225,6 +226,10 @@ def seed_job(
             ],
         } if reference else None,
     })  # fmt: skip
+    outcome = TrainingOutcome(stop_reason="budget_spent", steps=steps, step_budget=steps)
+    figures = figures.model_copy(
+        update={"verdict": build_verdict(metrics, outcome if method == "c3" else None)}
+    )
     arrays = SamplesArrays(
         x=rng.integers(0, 256, (n, c, h, w), dtype=np.uint8),
         targets=targets,
@@ -245,6 +250,7 @@ def seed_job(
     if not legacy:
         exports.build(stores.artifacts, job)
     job.finished_at, job.metrics, job.sample_count = time.time(), metrics.overall, n
+    job.verdict = figures.verdict
     if job.progress is not None:
         job.progress = job.progress.model_copy(
             update={"phase": Phase.DONE, "fraction": 1.0, "eta_seconds": 0.0}

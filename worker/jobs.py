@@ -125,6 +125,7 @@ class JobRun:
                 progress_every_s=settings.progress_every_seconds,
             ),
             device=device,
+            step_limit=settings.max_steps,
         )
         self.stored_bytes = self._save(result)
         return result
@@ -271,6 +272,7 @@ def _succeeded(
         record.sample_count = len(result.samples)
         record.engine_seconds = engine_seconds
         record.stored_bytes = stored_bytes
+        record.verdict = result.verdict
         if record.kind == "inversion":
             record.resumed_from_step = result.resumed_from_step
             record.steps_this_attempt = steps - result.resumed_from_step

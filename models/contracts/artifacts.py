@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from models.contracts.npz import NpzWriter
+from models.contracts.verdict import Verdict
 
 __all__ = [
     "CONFIDENT",
@@ -158,6 +159,9 @@ class AuditFigures(_Figures):
     ood: EvasionTable | None = Field(
         None, description="OOD-detector evasion; None when the run had no reference set."
     )
+    verdict: Verdict | None = Field(
+        None, description="Which targets the run met; None for a run before verdicts existed."
+    )
 
 
 @dataclass(frozen=True)
@@ -265,6 +269,11 @@ class Progress(_Figures):
     )
     steps_per_second: float | None = None
     eta_seconds: float | None = None
+    stops_early: bool = Field(
+        False,
+        description="Training stops when its targets hold (the adaptive recipe): `total_steps` "
+        "is a budget, so `fraction` and `eta_seconds` are upper bounds on what is left.",
+    )
     updated_at: float = Field(description="Unix time of this report.")
     probe: ProbeFigures | None = Field(
         None, description="Adaptive recipe: the controller's last check (per-class figures)."

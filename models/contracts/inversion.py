@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from models.contracts.classifier import MAX_CLASSES
+from models.contracts.verdict import Targets
 
 __all__ = [
     "METHODS",
@@ -170,6 +171,17 @@ class InversionConfig(BaseModel):
     # collapsed: the controller's data-free collapse signal
 
     @property
+    def targets(self) -> Targets:
+        """What the run's verdict measures it against: the targets set here, the rest
+        default."""
+        return Targets(
+            confident_share=self.target_confident_share,
+            class_confident_share=self.target_class_confident_share,
+            confidence=self.confidence_threshold,
+            argmax_share=self.target_argmax_share,
+        )
+
+    @property
     def adaptive(self) -> bool:
         """c3 under the adaptive recipe: the closed loop runs."""
         return self.method == "c3" and self.recipe == "adaptive"
@@ -258,6 +270,27 @@ class InversionParams(BaseModel):
     sample_dropout: bool = Field(
         False, description="Sample with the generator's dropout on: more variety, less confidence."
     )
+    recipe: Recipe | None = Field(
+        None,
+        description="c3's training recipe: `adaptive` (default: adapts per class and stops "
+        "when the targets hold), `paper` (the published fixed recipe) or `fade`.",
+    )
+    target_confident_share: float | None = Field(
+        None, gt=0, le=1, description="Adaptive target: share of samples at p ≥ 0.99 (0.99)."
+    )
+    target_class_confident_share: float | None = Field(
+        None, gt=0, le=1, description="Adaptive target: that share in every class (0.97)."
+    )
+    target_argmax_share: float | None = Field(
+        None, gt=0, le=1, description="Adaptive target: share classified as their class (0.995)."
+    )
+    diversity_floor: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Adaptive: within-class pixel spread under which a class counts as "
+        "collapsed and gets more diversity pressure (0.18).",
+    )
 
     @field_serializer("loss_weights")
     def _given_weights_only(self, weights: LossWeights | None) -> dict[str, float] | None:
@@ -266,8 +299,10 @@ class InversionParams(BaseModel):
 
     def config(self, method: MethodName, seed: int | None = None) -> InversionConfig:
         """The engine configuration of this run (`seed` when the params leave it open)."""
+        chosen = self.model_dump(include=set(_CONFIG_CHOICES), exclude_none=True)
         return InversionConfig.model_validate(
             {
+                **chosen,
                 "method": method,
                 "steps": self.steps,
                 "batch_size": self.batch_size,
@@ -275,3 +310,8 @@ class InversionParams(BaseModel):
                 "seed": self.seed if self.seed is not None else (seed or 0),
             }
         )
+
+
+_CONFIG_CHOICES = ("recipe", "target_confident_share", "target_class_confident_share",
+                   "target_argmax_share", "diversity_floor")  # fmt: skip
+"""The choices that pass to `InversionConfig` under the same name when given."""

@@ -57,8 +57,8 @@ def inversion_from_form(form: dict[str, str]) -> InversionCreate:
     """The start form's fields as a request: blanks take the defaults, `classes` is a list
     like "0, 3, 7", loss weights come as `w_<name>`."""
     fields: dict[str, Any] = {}
-    for name in ("classifier_id", "method", "samples_per_class", "steps", "batch_size", "seed",
-                 "dataset_id"):  # fmt: skip
+    for name in ("classifier_id", "method", "recipe", "samples_per_class", "steps", "batch_size",
+                 "seed", "dataset_id"):  # fmt: skip
         value = form.get(name, "").strip()
         if value:
             fields[name] = value

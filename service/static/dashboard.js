@@ -20,7 +20,7 @@
       box.setAttribute("aria-valuenow", String(percent));
       box.querySelector(".bar").style.width = percent + "%";
       let text = percent + "%";
-      if (progress && state !== "succeeded") text += " · " + progress.phase + " " + progress.step + "/" + progress.total_steps;
+      if (progress && state !== "succeeded") text += " · " + progress.phase + " " + progress.step + "/" + (progress.stops_early && progress.phase === "training" ? "up to " : "") + progress.total_steps;
       box.querySelector("[data-role=progress-label]").textContent = text;
     }
     if (progress && typeof progress.confident_share === "number") {

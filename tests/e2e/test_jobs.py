@@ -68,6 +68,13 @@ def test_job_reports_progress_metrics_and_timings(finished: dict[str, Any]) -> N
     ):
         assert metrics[name] is not None, name
     assert "retry-after" not in job
+    verdict = job["verdict"]  # 40 steps of the adaptive recipe: its budget, not its targets
+    assert verdict["training"]["stop_reason"] == "budget_spent"
+    assert verdict["training"]["steps"] == 40
+    missed = [c for c in verdict["checks"] if c["met"] is False]
+    assert (not missed) == verdict["met"]
+    if missed:
+        assert f"Missed: {missed[0]['description']}" in verdict["summary"]
 
 
 def test_png_samples_carry_the_reported_confidences(

@@ -17,7 +17,9 @@ from tests import factories
 
 
 @pytest.mark.parametrize("method", ["c3", "pixel"])
-def test_invert_onnx_with_reference_writes_everything(tmp_path: Path, method: str) -> None:
+def test_invert_onnx_with_reference_writes_everything(
+    tmp_path: Path, method: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     model_path = tmp_path / "model.onnx"
     model_path.write_bytes(factories.trained_onnx_bytes("paper-cnn", (1, 28, 28), dynamo=False))
     reference = tmp_path / "heldout.npz"
@@ -69,6 +71,13 @@ def test_invert_onnx_with_reference_writes_everything(tmp_path: Path, method: st
     }
     config = InversionConfig.model_validate_json((out / "config.json").read_bytes())
     assert config.method == method
+    # four steps cannot meet the targets: the verdict says which, by how much, what to try
+    assert figures.verdict is not None
+    assert not figures.verdict.met
+    printed = capsys.readouterr().out
+    assert figures.verdict.summary in printed
+    missed = figures.verdict.missed[0]
+    assert f"Missed: {missed.description}" in printed
 
 
 def test_invert_safetensors_rgb(tmp_path: Path) -> None:

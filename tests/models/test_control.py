@@ -3,11 +3,15 @@ state and resume, and the verdict built from metrics. Tiny networks, no timing."
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
 from models.classifier import LoadedClassifier
+from models.contracts.artifacts import InversionMetrics
 from models.contracts.inversion import InversionConfig
+from models.contracts.verdict import Targets, TrainingOutcome, Verdict, build_verdict
 from models.control import (
     D_START,
     PASSES_TO_STOP,
@@ -18,7 +22,6 @@ from models.control import (
 )
 from models.methods import build_method, build_method_from_state
 from models.training import StepReport, load_state, save_state, train
-from models.verdict import Targets, TrainingOutcome, build_verdict
 from tests import factories
 
 K = 4
@@ -256,9 +259,14 @@ def test_per_class_sampling_weights_the_kl_of_lagging_classes(
 # -- the verdict ---------------------------------------------------------------------------
 
 
-def _metrics(confident: dict[str, float], diversity: float = 6.0) -> dict:
+def _metrics(confident: dict[str, float], diversity: float = 6.0) -> InversionMetrics:
+    return InversionMetrics.model_validate(_metrics_dict(confident, diversity))
+
+
+def _metrics_dict(confident: dict[str, float], diversity: float = 6.0) -> dict[str, Any]:
     per_class = {
         name: {
+            "count": 100,
             "confident_share": share,
             "pixel_diversity": diversity,
             "reference_pixel_diversity": 6.0,
@@ -267,7 +275,12 @@ def _metrics(confident: dict[str, float], diversity: float = 6.0) -> dict:
     }
     overall = sum(confident.values()) / len(confident)
     return {
-        "overall": {"confident_share": overall, "argmax_accuracy": 1.0, "msp_auroc": 0.1},
+        "overall": {
+            "count": 100 * len(confident),
+            "confident_share": overall,
+            "argmax_accuracy": 1.0,
+            "msp_auroc": 0.1,
+        },
         "per_class": per_class,
         "confident_threshold": 0.99,
     }
@@ -275,26 +288,29 @@ def _metrics(confident: dict[str, float], diversity: float = 6.0) -> dict:
 
 def test_verdict_all_targets_met_lists_nothing_missed() -> None:
     verdict = build_verdict(
-        _metrics({str(k): 1.0 for k in range(10)}), TrainingOutcome("targets_met", 400, 3000)
+        _metrics({str(k): 1.0 for k in range(10)}),
+        TrainingOutcome(stop_reason="targets_met", steps=400, step_budget=3000),
     )
     assert verdict.met
     assert verdict.missed == ()
     assert verdict.missed_classes == ()
     assert verdict.suggestions == ()
-    assert verdict.to_dict()["missed"] == []
-    assert "All targets met." in verdict.summary()
+    assert Verdict.model_validate_json(verdict.model_dump_json()) == verdict
+    assert "All targets met." in verdict.summary
 
 
 def test_verdict_names_a_lagging_class_with_its_shortfall_and_what_to_try() -> None:
     shares = {str(k): 1.0 for k in range(10)} | {"7": 0.90}
-    verdict = build_verdict(_metrics(shares), TrainingOutcome("budget_spent", 3000, 3000))
+    verdict = build_verdict(
+        _metrics(shares), TrainingOutcome(stop_reason="budget_spent", steps=3000, step_budget=3000)
+    )
     assert not verdict.met
     assert [c.name for c in verdict.missed] == ["class_confident_share"]
     (item,) = verdict.missed_classes
     assert item.class_name == "7"
     assert item.shortfall == pytest.approx(0.07)
     assert any("step budget to 6000" in s for s in verdict.suggestions)
-    text = verdict.summary()
+    text = verdict.summary
     assert "7 90.0% (7.0% short)" in text
     assert "budget of 3000 steps" in text
 
@@ -306,18 +322,18 @@ def test_verdict_collapse_and_missing_reference() -> None:
     assert any("diversity_floor" in s for s in collapsed.suggestions)
     fixed = build_verdict(
         _metrics({"a": 1.0, "b": 1.0}, diversity=2.0),
-        TrainingOutcome("fixed_recipe", 500, 500, recipe="paper"),
+        TrainingOutcome(stop_reason="fixed_recipe", steps=500, step_budget=500, recipe="paper"),
     )
     assert any("recipe 'adaptive'" in s for s in fixed.suggestions)
-    metrics = _metrics({"a": 1.0, "b": 1.0})
+    metrics = _metrics_dict({"a": 1.0, "b": 1.0})
     for m in metrics["per_class"].values():
         m["reference_pixel_diversity"] = None
     metrics["overall"]["msp_auroc"] = None
-    unmeasured = build_verdict(metrics)
+    unmeasured = build_verdict(InversionMetrics.model_validate(metrics))
     assert unmeasured.met
     assert {c.name for c in unmeasured.not_measured} == {
         "min_diversity_ratio",
         "mean_diversity_ratio",
         "msp_auroc",
     }
-    assert Targets.from_dict(Targets().to_dict()) == Targets()
+    assert Targets.model_validate(Targets().model_dump()) == Targets()

@@ -364,6 +364,18 @@ def test_cancel_from_the_job_page(
 # --- the job page -------------------------------------------------------------------------------
 
 
+def assert_verdict_block(html: str, job: JobRecord) -> None:
+    """The page opens with the verdict: missed, each missed target marked, what to try."""
+    assert job.verdict is not None
+    assert not job.verdict.met  # the seeded figures miss the targets
+    block = re.search(r'<section class="card verdict verdict-missed"(.*?)</section>', html, re.S)
+    assert block is not None
+    assert "<h2>Targets missed</h2>" in block[1]
+    assert block[1].count('<tr class="miss">') == len(job.verdict.missed)
+    assert "Try: " in block[1]
+    assert html.index('id="verdict"') < html.index('id="per-class"')
+
+
 def test_job_page_shows_grid_histogram_tables_curves_and_downloads(
     api: TestClient, done: JobRecord
 ) -> None:
@@ -389,6 +401,7 @@ def test_job_page_shows_grid_histogram_tables_curves_and_downloads(
     assert "loss: kl" in html
     assert "confident share (p ≥ 0.99)" in html
     assert "Training time (s)" in html
+    assert_verdict_block(html, done)
     downloads = re.search(r'<section class="downloads card">(.*?)</section>', html, re.S)
     assert downloads is not None
     links = re.findall(r'href="([^"]+)"', downloads[1])
@@ -541,6 +554,9 @@ def test_report_json(api: TestClient, stores: Stores, done: JobRecord) -> None:
     assert sum(hist["reference"]) == 200
     assert len(hist["edges"]) == len(hist["counterfeits"]) + 1
     assert body["links"]["html"] == f"/inversions/{done.id}/report?format=html"
+    assert done.verdict is not None
+    assert body["verdict"] == json.loads(figures)["verdict"] == done.verdict.model_dump(mode="json")
+    assert body["job"]["verdict"]["summary"] == done.verdict.summary
     json_anyway = api.get(f"/inversions/{done.id}/report", headers={"Accept": "*/*"})
     assert json_anyway.headers["content-type"] == "application/json"
 
@@ -580,6 +596,7 @@ def test_report_html_is_self_contained(api: TestClient, done: JobRecord) -> None
     for words in ("digits", "paper-cnn", "ab" * 32, "samples per class", "Within-class L2",
                   "3 · digit 3", "loss: kl", ">counterfeits</text>"):  # fmt: skip
         assert words in html, words
+    assert_verdict_block(html, done)
     download = api.get(f"/inversions/{done.id}/report?format=html&download=true")
     assert download.headers["content-disposition"] == (
         f'attachment; filename="{done.id}-report.html"'

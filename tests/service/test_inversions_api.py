@@ -9,8 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models.contracts.cost import CostProfile
+from models.contracts.inversion import RECIPE_DEFAULTS
 from service.app import create_app
-from service.records import Record, UploadState
+from service.records import JobParams, Record, UploadState
 from service.settings import ServiceSettings
 from service.storage import Stores, open_stores
 from tests import records
@@ -57,6 +58,9 @@ def start(api: TestClient, classifier: str, **body: Any) -> Any:
         ({"seed": -5}, "seed", "greater than or equal to 0"),
         ({"dataset_id": "ds_nope"}, "dataset_id", "no dataset"),
         ({"colour": "red"}, "colour", "Extra inputs"),
+        ({"recipe": "magic"}, "recipe", "'adaptive', 'paper' or 'fade'"),
+        ({"target_confident_share": 1.5}, "target_confident_share", "less than or equal to 1"),
+        ({"diversity_floor": -0.1}, "diversity_floor", "greater than or equal to 0"),
     ],
 )
 def test_bad_requests_name_the_field(
@@ -109,6 +113,25 @@ def test_start_read_and_list(api: TestClient, classifier: str) -> None:
     assert problem(api.get(f"/inversions/{job['id']}/samples"), 409)
     assert problem(api.get(f"/inversions/{job['id']}/grid.png"), 409)
     assert problem(api.post(f"/inversions/{job['id']}/samples", json={}), 409)
+
+
+def test_recipe_and_targets_reach_the_engine_and_the_verdict(
+    api: TestClient, classifier: str
+) -> None:
+    chosen = {"recipe": "paper", "target_class_confident_share": 0.9,
+              "target_argmax_share": 0.98, "diversity_floor": 0.25}  # fmt: skip
+    job = start(api, classifier, **chosen).json()
+    assert {k: job["params"][k] for k in chosen} == chosen
+    config = JobParams.model_validate(job["params"]).config("c3")
+    assert config.recipe == "paper"
+    assert config.steps == RECIPE_DEFAULTS["paper"].steps
+    assert config.diversity_floor == 0.25
+    assert config.targets.class_confident_share == 0.9
+    assert config.targets.argmax_share == 0.98
+    assert config.targets.confident_share == 0.99  # the default where none was chosen
+    default = JobParams.model_validate(start(api, classifier).json()["params"]).config("c3")
+    assert default.recipe == "adaptive"
+    assert default.steps == RECIPE_DEFAULTS["adaptive"].steps
 
 
 def test_idempotency_key(api: TestClient, classifier: str) -> None:

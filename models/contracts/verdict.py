@@ -1,8 +1,9 @@
 """An honest verdict on an inversion: which targets were met, which missed, and what to try.
 
-Torch-free (the service and the worker's main process may import it). Built from the metrics
-as serialised by `InversionMetrics.to_dict()` (overall + per class) and the training outcome
-(why training stopped, steps run, the step budget), so it reads the same figures users see.
+A contract (torch-free): the engine builds it at the end of a run (`AuditResult.verdict`,
+report.json), the job record keeps it, the report, the dashboard and `c3 invert` show it. Built
+from the run's `InversionMetrics` and the training outcome (why training stopped, steps run,
+the step budget), so it reads the same figures users see.
 
 Targets (issue 10): ≥ 99% of delivered 8-bit samples at p ≥ 0.99 for their class and every
 class ≥ 97%; argmax = target for ≥ 99.5%; no class under 0.5× its real images' within-class
@@ -13,9 +14,12 @@ reference set of real images: without one they are reported as not measured, nev
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # artifacts.py holds a Verdict in report.json
+    from models.contracts.artifacts import InversionMetrics
 
 __all__ = [
     "STOP_REASONS",
@@ -36,8 +40,11 @@ STOP_REASONS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Targets:
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Targets(_Frozen):
     """What a good audit delivers; defaults are issue 10's targets."""
 
     confident_share: float = 0.99  # share of samples at p_y ≥ confidence, overall
@@ -48,20 +55,8 @@ class Targets:
     mean_diversity_ratio: float = 0.8  # mean over classes of that ratio
     max_msp_auroc: float = 0.3  # counterfeits vs real by −max softmax: ≤ this
 
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Targets:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown target {unknown[0]!r}")
-        return cls(**{k: float(v) for k, v in data.items()})
-
-
-@dataclass(frozen=True)
-class TrainingOutcome:
+class TrainingOutcome(_Frozen):
     """How training ended: `stop_reason` is one of `STOP_REASONS`."""
 
     stop_reason: str  # one of STOP_REASONS
@@ -71,15 +66,8 @@ class TrainingOutcome:
     collapsed_on_probes: tuple[str, ...] = ()  # classes the data-free signal still flagged
     lagging_on_probes: tuple[str, ...] = ()  # classes under the confidence target on probes
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["collapsed_on_probes"] = list(self.collapsed_on_probes)
-        data["lagging_on_probes"] = list(self.lagging_on_probes)
-        return data
 
-
-@dataclass(frozen=True)
-class Check:
+class Check(_Frozen):
     """One target: met (True/False) or not measured (None), with the measured value."""
 
     name: str  # e.g. "confident_share"
@@ -89,12 +77,8 @@ class Check:
     met: bool | None
     comparison: Literal[">=", "<="] = ">="
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-
-@dataclass(frozen=True)
-class ClassShortfall:
+class ClassShortfall(_Frozen):
     """A class that missed a per-class target, and by how much (target − value, ≥ 0)."""
 
     class_name: str
@@ -106,12 +90,8 @@ class ClassShortfall:
     def shortfall(self) -> float:
         return max(0.0, self.required - self.value)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "shortfall": self.shortfall}
 
-
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(_Frozen):
     """Met / missed per target, the classes that missed, and plain-language suggestions."""
 
     met: bool  # every measured target met
@@ -119,7 +99,8 @@ class Verdict:
     missed_classes: tuple[ClassShortfall, ...] = ()
     suggestions: tuple[str, ...] = ()
     training: TrainingOutcome | None = None
-    targets: Targets = field(default_factory=Targets)
+    targets: Targets = Field(default_factory=Targets)
+    summary: str = Field("", description="The verdict in plain sentences, with what to try.")
 
     @property
     def missed(self) -> tuple[Check, ...]:
@@ -129,7 +110,7 @@ class Verdict:
     def not_measured(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if c.met is None)
 
-    def summary(self) -> str:
+    def _summarise(self) -> str:
         """One or more plain sentences, e.g. for `c3 invert` or a report header."""
         lines = []
         if self.met and not self.not_measured:
@@ -157,19 +138,6 @@ class Verdict:
             lines.append(_stop_sentence(self.training))
         lines += [f"Try: {s}" for s in self.suggestions]
         return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "met": self.met,
-            "checks": [c.to_dict() for c in self.checks],
-            "missed": [c.name for c in self.missed],
-            "not_measured": [c.name for c in self.not_measured],
-            "missed_classes": [c.to_dict() for c in self.missed_classes],
-            "suggestions": list(self.suggestions),
-            "training": None if self.training is None else self.training.to_dict(),
-            "targets": self.targets.to_dict(),
-            "summary": self.summary(),
-        }
 
 
 _DESCRIPTIONS = {
@@ -212,42 +180,46 @@ def _number(value: Any) -> float | None:
 
 
 def build_verdict(
-    metrics: Mapping[str, Any],
+    metrics: InversionMetrics,
     training: TrainingOutcome | None = None,
     targets: Targets | None = None,
     *,
     method: str = "c3",
     step_limit: int | None = None,
 ) -> Verdict:
-    """The verdict for `metrics` (as `InversionMetrics.to_dict()`) and the training outcome.
+    """The verdict for a run's `metrics` and its training outcome.
 
     `step_limit`: the largest step budget a job may ask for (suggestions stay under it).
     """
     targets = targets or Targets()
-    overall = metrics.get("overall") or {}
-    per_class: Mapping[str, Mapping[str, Any]] = metrics.get("per_class") or {}
-    threshold = _number(metrics.get("confident_threshold")) or targets.confidence
+    overall = metrics.overall
+    threshold = metrics.confident_threshold or targets.confidence
     descriptions = {k: v.format(confidence=f"{threshold:g}") for k, v in _DESCRIPTIONS.items()}
 
-    class_confident = {name: _number(m.get("confident_share")) for name, m in per_class.items()}
+    class_confident = {name: _number(m.confident_share) for name, m in metrics.per_class.items()}
     ratios: dict[str, float] = {}
-    for name, m in per_class.items():
-        fake, real = _number(m.get("pixel_diversity")), _number(m.get("reference_pixel_diversity"))
+    for name, m in metrics.per_class.items():
+        fake, real = _number(m.pixel_diversity), _number(m.reference_pixel_diversity)
         if fake is not None and real:
             ratios[name] = fake / real
     worst_confident = min((v for v in class_confident.values() if v is not None), default=None)
-    msp = _number(overall.get("msp_auroc"))
+    msp = _number(overall.msp_auroc)
 
-    def check(name: str, target: float, value: float | None, comparison: str = ">=") -> Check:
+    def check(
+        name: str, target: float, value: float | None, comparison: Literal[">=", "<="] = ">="
+    ) -> Check:
         met = (
             None if value is None else (value >= target if comparison == ">=" else value <= target)
         )
-        return Check(name, descriptions[name], target, value, met, comparison)  # type: ignore[arg-type]
+        return Check(
+            name=name, description=descriptions[name], target=target, value=value, met=met,
+            comparison=comparison,
+        )  # fmt: skip
 
     checks = (
-        check("confident_share", targets.confident_share, _number(overall.get("confident_share"))),
+        check("confident_share", targets.confident_share, _number(overall.confident_share)),
         check("class_confident_share", targets.class_confident_share, worst_confident),
-        check("argmax_share", targets.argmax_share, _number(overall.get("argmax_accuracy"))),
+        check("argmax_share", targets.argmax_share, _number(overall.argmax_accuracy)),
         check(
             "min_diversity_ratio",
             targets.min_diversity_ratio,
@@ -261,17 +233,23 @@ def build_verdict(
         check("msp_auroc", targets.max_msp_auroc, msp, "<="),
     )
     missed_classes = [
-        ClassShortfall(name, "class_confident_share", value, targets.class_confident_share)
+        ClassShortfall(class_name=name, target="class_confident_share", value=value,
+                       required=targets.class_confident_share)
         for name, value in class_confident.items()
         if value is not None and value < targets.class_confident_share
     ] + [
-        ClassShortfall(name, "min_diversity_ratio", value, targets.min_diversity_ratio)
+        ClassShortfall(class_name=name, target="min_diversity_ratio", value=value,
+                       required=targets.min_diversity_ratio)
         for name, value in ratios.items()
         if value < targets.min_diversity_ratio
-    ]
+    ]  # fmt: skip
     met = all(c.met is not False for c in checks)
     suggestions = () if met else _suggest(checks, missed_classes, training, method, step_limit)
-    return Verdict(met, checks, tuple(missed_classes), suggestions, training, targets)
+    draft = Verdict(
+        met=met, checks=checks, missed_classes=tuple(missed_classes), suggestions=suggestions,
+        training=training, targets=targets,
+    )  # fmt: skip
+    return draft.model_copy(update={"summary": draft._summarise()})
 
 
 def _suggest(
