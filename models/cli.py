@@ -63,21 +63,78 @@ def build_parser() -> argparse.ArgumentParser:
     invert.add_argument("--device", default=None, help="cpu, cuda (default: cuda if present)")
     invert.add_argument("--out", required=True, type=Path, help="output folder")
     invert.add_argument("--quiet", action="store_true", help="no progress bar")
+    _threads_option(invert)
 
     demo = commands.add_parser("demo", help="train paper-cnn on digits and compare the methods")
-    demo.add_argument("--per-class", type=int, default=20)
-    demo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    demo.add_argument("--per-class", type=int, default=20, help="samples per class (20)")
+    demo.add_argument("--epochs", type=int, default=25, help="classifier training epochs (25)")
+    demo.add_argument("--steps", type=int, help="each method's step budget (its default)")
+    _threads_option(demo)
     demo.add_argument(
         "--out", type=Path, default=None,
         help="write grids (c3/soft/pixel), the classifier and the held-out reference set here",
     )  # fmt: skip
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
 
     check = commands.add_parser("check", help="what an upload of this ONNX file would meet")
     check.add_argument("model", type=Path, help=".onnx file")
     check.add_argument("--input-shape", type=_ints, help="C,H,W (default: from the graph)")
     check.add_argument("--json", action="store_true", help="print the findings as JSON")
     return parser
+
+
+def _threads_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--threads", type=int, default=None,
+        help="CPU threads (default: the cores not already busy, by the load average)",
+    )  # fmt: skip
+
+
+def _use_threads(args: argparse.Namespace) -> str:
+    """Size torch's and BLAS's pools; a line saying how many and why."""
+    from models.threads import free_cores, usable_cores, use_threads
+
+    if args.threads is not None and args.threads < 1:
+        raise ValueError("--threads must be at least 1")
+    threads = use_threads(args.threads or free_cores())
+    how = "as asked" if args.threads else "the cores not already busy"
+    return f"{threads} CPU thread(s) of {usable_cores()} ({how})"
+
+
+class ProgressBars:
+    """tqdm bars for the training and sampling phases of a run (AuditHooks.on_progress)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, progress: Any) -> None:
+        from tqdm import tqdm
+
+        from models.contracts.artifacts import Phase
+
+        if progress.phase not in (Phase.TRAINING, Phase.SAMPLING):
+            return
+        bar = self.bars.get(progress.phase)
+        if bar is None:
+            early = progress.stops_early and progress.phase == Phase.TRAINING
+            bar = self.bars[progress.phase] = tqdm(
+                total=progress.total_steps,
+                desc="training (stops when the targets hold)" if early else progress.phase.value,
+                disable=self.quiet,
+            )
+        bar.update(progress.step - bar.n)
+        if progress.phase == Phase.TRAINING:
+            bar.set_postfix(
+                loss=f"{progress.losses.get('total', float('nan')):.3f}",
+                confident=f"{100 * (progress.confident_share or 0):.0f}%",
+            )
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
 
 
 # What a user can get wrong: refused models and configs (ClassifierRejected and JSON errors
@@ -156,10 +213,7 @@ def _load_reference(path: Path) -> Reference:
 
 
 def _invert(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from models.audit import AuditHooks, audit
-    from models.contracts.artifacts import Phase, Progress
     from models.contracts.classifier import ClassifierSpec
     from models.contracts.inversion import InversionConfig
     from models.device import pick_device
@@ -171,6 +225,7 @@ def _invert(args: argparse.Namespace) -> int:
         probe_num_classes,
     )
 
+    threads = _use_threads(args)
     data = args.classifier.read_bytes()
     fmt = args.format or ("onnx" if args.classifier.suffix.lower() == ".onnx" else "safetensors")
     reference = _load_reference(args.reference) if args.reference else None
@@ -201,33 +256,15 @@ def _invert(args: argparse.Namespace) -> int:
     print(
         f"classifier: {fmt}, input {'x'.join(map(str, shape))}, {report.num_classes} classes, "
         f"{report.param_count:,} parameters, features from {report.feature_layer} "
-        f"({report.feature_dim}-d), {report.forward_latency_ms:.2f} ms per image on {device}"
+        f"({report.feature_dim}-d), {report.forward_latency_ms:.2f} ms per image on {device}, "
+        f"{threads}"
     )
     fields = json.loads(args.method_config) | {"method": args.method, "seed": args.seed}
     if args.steps is not None:
         fields["steps"] = args.steps
     config = InversionConfig.model_validate(fields)
 
-    bars: dict[Phase, tqdm] = {}
-
-    def show(progress: Progress) -> None:
-        if progress.phase not in (Phase.TRAINING, Phase.SAMPLING):
-            return
-        bar = bars.get(progress.phase)
-        if bar is None:
-            early = progress.stops_early and progress.phase == Phase.TRAINING
-            bar = bars[progress.phase] = tqdm(
-                total=progress.total_steps,
-                desc="training (stops when the targets hold)" if early else progress.phase.value,
-                disable=args.quiet,
-            )
-        bar.update(progress.step - bar.n)
-        if progress.phase == Phase.TRAINING:
-            bar.set_postfix(
-                loss=f"{progress.losses.get('total', float('nan')):.3f}",
-                confident=f"{100 * (progress.confident_share or 0):.0f}%",
-            )
-
+    bars = ProgressBars(args.quiet)
     try:
         result = audit(
             classifier,
@@ -235,12 +272,11 @@ def _invert(args: argparse.Namespace) -> int:
             samples_per_class=args.per_class,
             reference=reference,
             sample_dropout=args.dropout,
-            hooks=AuditHooks(on_progress=show, progress_every_s=0.2),
+            hooks=AuditHooks(on_progress=bars, progress_every_s=0.2),
             device=device,
         )
     finally:
-        for bar in bars.values():
-            bar.close()
+        bars.close()
 
     out: Path = args.out
     (out / "samples").mkdir(parents=True, exist_ok=True)
@@ -271,34 +307,51 @@ def _invert(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import torch
+    from tqdm import tqdm
 
-    from models.audit import Reference
+    from models.audit import AuditHooks, Reference
     from models.classifier import LoadedClassifier
     from models.comparison import format_table, run_method
     from models.contracts.inversion import InversionConfig
     from models.digits import load_digits_data, train_classifier
     from models.images import encode_png, grid_array, hstack_arrays
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    print(_use_threads(args), flush=True)
     shape = (1, 28, 28)
     data = load_digits_data(shape)
-    print("training paper-cnn on scikit-learn digits (28x28) ...", flush=True)
-    trained = train_classifier("paper-cnn", data, seed=args.seed)
+    with tqdm(
+        total=args.epochs, desc="training paper-cnn on digits (28x28)", disable=args.quiet
+    ) as bar:
+        trained = train_classifier(
+            "paper-cnn", data, epochs=args.epochs, seed=args.seed,
+            on_epoch=lambda done, _: bar.update(done - bar.n),
+        )  # fmt: skip
     print(f"held-out accuracy {100 * trained.accuracy:.1f}% ({trained.seconds:.1f} s)")
+    if args.out:  # what a user uploads to the service: ready before the methods run
+        args.out.mkdir(parents=True, exist_ok=True)
+        _export_demo_files(args.out, trained.model, data.test_x, data.test_y)
+        print(
+            f"wrote {args.out / 'classifier.safetensors'} (paper-cnn, 1x28x28) and "
+            f"{args.out / 'reference.npz'} (held-out digits)",
+            flush=True,
+        )
     classifier = LoadedClassifier(trained.model, shape, data.class_names)
     reference = Reference(data.test_x, data.test_y, train_x=data.train_x)
     runs = []
     for name in METHODS:
         print(f"running {name} ...", flush=True)
-        runs += run_method(
-            classifier,
-            InversionConfig(method=name, seed=args.seed),
-            args.per_class,
-            reference=reference,
-            timing_repeats=1,
-        )
+        bars = ProgressBars(args.quiet)
+        try:
+            runs += run_method(
+                classifier,
+                InversionConfig(method=name, seed=args.seed, steps=args.steps),
+                args.per_class,
+                reference=reference,
+                timing_repeats=1,
+                hooks=AuditHooks(on_progress=bars, progress_every_s=0.2),
+            )
+        finally:
+            bars.close()
     print()
     print(format_table(runs))
     print(
@@ -308,18 +361,13 @@ def _demo(args: argparse.Namespace) -> int:
         "NN-train: mean distance to the nearest training image; div: within-class diversity."
     )
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
         real = grid_array(data.test_x, data.test_y, per_row=10, scale=2)
         for run in runs:
             fake = grid_array(run.result.images, run.result.targets, per_row=10, scale=2)
             (args.out / f"{run.label}_vs_real.png").write_bytes(
                 encode_png(hstack_arrays([fake, real]))
             )
-        _export_demo_files(args.out, trained.model, data.test_x, data.test_y)
-        print(
-            f"grids, classifier.safetensors (paper-cnn, 1x28x28) and reference.npz "
-            f"(held-out digits) in {args.out}"
-        )
+        print(f"grids of each method beside real digits in {args.out}")
     return 0
 
 

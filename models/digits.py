@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,8 +196,10 @@ def train_classifier(
     lr: float = 1e-3,
     seed: int = 0,
     config: dict[str, Any] | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> TrainedClassifier:
-    """Train a registered architecture on the digits with Adam (one-pixel shift augmentation)."""
+    """Train a registered architecture on the digits with Adam (one-pixel shift augmentation);
+    `on_epoch(done, epochs)` after each epoch (progress)."""
     data = data if data is not None else load_digits_data()
     config = dict(config or {})
     torch.manual_seed(seed)
@@ -207,7 +209,7 @@ def train_classifier(
     start = time.perf_counter()
     model.train()
     n = len(data.train_y)
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = torch.randperm(n, generator=rng)
         for first in range(0, n, batch_size):
             idx = order[first : first + batch_size]
@@ -216,6 +218,8 @@ def train_classifier(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if on_epoch is not None:
+            on_epoch(epoch + 1, epochs)
     seconds = time.perf_counter() - start
     model.eval()
     with torch.no_grad():

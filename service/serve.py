@@ -131,6 +131,8 @@ def serve(settings: ServiceSettings, *, workers: int) -> int:
         stores.close()
     if requeued:
         log.info("re-queued %d unfinished record(s): %s", len(requeued), ", ".join(requeued))
+    # the inversion workers share this host's cores: each job takes its share (worker.jobs)
+    os.environ.setdefault("C3_JOB_PROCESSES", str(workers))
     supervisor = WorkerSupervisor(worker_commands(workers))
     supervisor.start()
     # uvicorn handles SIGINT/SIGTERM, then re-raises them to the handlers it found: make those

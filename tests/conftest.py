@@ -139,7 +139,9 @@ def c3_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 class WorkerProcess:
     """A real `c3 worker` process (Celery, prefork pool)."""
 
-    def __init__(self, env: dict[str, str], log: Path, queues: str = "gpu,validate") -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, queues: str = "gpu,validate", concurrency: int = 1
+    ) -> None:
         self.log = log
         self._log_file = log.open("ab")
         self.proc = subprocess.Popen(
@@ -149,6 +151,7 @@ class WorkerProcess:
                 "service.cli",
                 "worker",
                 f"--queues={queues}",
+                f"--concurrency={concurrency}",
                 f"--name=test-{free_port()}@%h",
             ],
             env={**os.environ, **env},

@@ -5,6 +5,7 @@ worker died, publishes what a crash left unpublished, collects orphaned blobs)."
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery, signals
@@ -36,7 +37,9 @@ def create_worker_app(*, preload_engine: bool = False) -> Celery:
 def _prepare_job_process(**_: Any) -> None:
     """In each pool child as it starts: import torch and the job code, so the first job does
     not pay for it."""
-    import worker.jobs  # noqa: F401  (torch, the engine, the job runner)
+    from worker.jobs import size_threads  # torch, the engine, the job runner
+
+    log.info("job process: %d CPU thread(s)", size_threads(get_worker_settings()))
 
 
 def _start_housekeeping(**_: Any) -> None:
@@ -65,6 +68,9 @@ def _stop_housekeeping(**_: Any) -> None:
 def run_worker(queues: str, concurrency: int, name: str | None, loglevel: str = "INFO") -> None:
     """Run a Celery worker with the prefork pool: the main process never touches CUDA or torch;
     each job runs in a child, so a crash or OOM in a job loses only the child."""
+    # the job processes of this worker share the host's cores (c3 serve says how many in all)
+    os.environ.setdefault("C3_JOB_PROCESSES", str(concurrency))
+    get_worker_settings.cache_clear()
     app = create_worker_app(preload_engine=GPU_QUEUE in queues.split(","))
     argv = [
         "worker",

@@ -27,6 +27,7 @@ from models.contracts.artifacts import Phase, Progress
 from models.contracts.classifier import ClassifierRejected
 from models.device import pick_device
 from models.reference_data import load_canonical
+from models.threads import share_of_cores, use_threads
 from service.background import Claim, Heartbeat, claim
 from service.exports import build as build_exports
 from service.exports import file_chunks
@@ -98,8 +99,7 @@ class JobRun:
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> AuditResult:
         settings = self.ctx.settings
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
+        size_threads(settings)
         device = pick_device(settings.device)
         self.report(Progress(phase=Phase.LOADING, step=0, total_steps=1, fraction=0.0,
                              updated_at=time.time()))  # fmt: skip
@@ -221,6 +221,12 @@ class Throttle:
             return False
         self._last = now
         return True
+
+
+def size_threads(settings: WorkerSettings) -> int:
+    """A job process's CPU threads: its share of the host's cores (`C3_JOB_PROCESSES` share
+    them), or `C3_TORCH_THREADS`."""
+    return use_threads(settings.torch_threads or share_of_cores(settings.job_processes or 1))
 
 
 def run_job(job_id: str) -> None:

@@ -14,7 +14,16 @@ class WorkerSettings(CommonSettings):
     device: str | None = Field(
         None, description="Torch device for jobs; default `cuda` when present, else `cpu`."
     )
-    torch_threads: int | None = Field(None, description="CPU threads per job (default: torch's).")
+    torch_threads: int | None = Field(
+        None,
+        description="CPU threads per job (default: this host's cores divided by "
+        "`C3_JOB_PROCESSES`).",
+    )
+    job_processes: int | None = Field(
+        None,
+        description="Processes running jobs on this host, which share its cores (default: "
+        "this worker's concurrency; `c3 serve` sets it to its number of workers).",
+    )
     classifier_cache_size: int = Field(
         4, description="Loaded classifiers a worker process keeps (LRU) for repeated jobs."
     )

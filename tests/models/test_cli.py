@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from onnx import TensorProto, helper
 from PIL import Image
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from models.cli import main
 from models.contracts.artifacts import AuditFigures, InversionMetrics, SampleIndex, SamplesArrays
 from models.contracts.inversion import InversionConfig
 from tests import factories
+
+
+@pytest.fixture(autouse=True)
+def _keep_this_process_threads() -> Iterator[None]:
+    """`c3 invert` sizes the process's thread pools; the test process gets its own back."""
+    threads = torch.get_num_threads()
+    blas = [pool["num_threads"] for pool in threadpool_info()]
+    yield
+    torch.set_num_threads(threads)
+    if blas:
+        threadpool_limits(limits=max(blas))
 
 
 @pytest.mark.parametrize("method", ["c3", "pixel"])
