@@ -165,6 +165,7 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while b" ready." not in self.log.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()  # never left behind by a test that fails here
                 pytest.fail(f"worker did not start:\n{self.log.read_text()[-3000:]}")
             time.sleep(0.1)
 
