@@ -24,14 +24,16 @@ run: $(STAMP) sandbox
 	$(BIN)/c3 serve --data-dir $(DATA)
 
 ## Debian packages the tests drive: Chromium (browser tests, never a downloaded browser),
-## docker-compose (validates docker-compose.yml; no engine needed), redis-server and
-## bubblewrap (the validation sandbox's namespaces).
+## docker-compose (validates docker-compose.yml; no engine needed), redis-server,
+## bubblewrap (the validation sandbox's namespaces), and curl and jq (the README's walk-through).
 tools:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v jq >/dev/null || missing="$$missing jq"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; fi
 
 ## bubblewrap isolates the validation of uploads (no network, a read-only filesystem); without

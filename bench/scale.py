@@ -6,9 +6,11 @@
 Each job runs in a fresh process, the way a worker runs it: the zoo member (bench/zoo_members.py,
 trained once and cached) inverted by default c3 through `models.audit.audit`, then its files
 stored and its exports built into a local blob store (service/exports.py, as the worker's
-"saving" phase). Prints per job the seconds of each phase (training; sampling: the generator;
-metrics: scoring, figures and detectors, measured a class at a time as it is sampled; saving),
-the metrics' share of the job, and the process's peak resident memory. The bars (issue 17):
+"saving" phase). Prints per job the seconds of each part (from the run's `cost` in
+metrics.json): training; sampling (the generator); scoring (the classifier's pass over every
+delivered sample: its confidence is part of the sample); metrics (every figure beyond that:
+diversity, distances, AUROCs, detectors, the verdict); saving; the metrics' share of the job,
+and the process's peak resident memory. The bars (issue 17):
 metrics ≤ 10% of the job, peak memory ≤ 2 GB.
 """
 
@@ -77,16 +79,15 @@ def run_job(member_name: str, per_class: int, threads: int) -> dict[str, float]:
                     blobs.put_stream(key, exports.file_chunks(f))
         exports.build(blobs, job)
     end = time.perf_counter()
-    training_end = started.get(Phase.SAMPLING, audited)
-    # a class's figures are measured as soon as it is sampled: what is not generation is metrics
     cost = result.metrics.cost
-    sampling = cost.sample_seconds if cost is not None else 0.0
+    assert cost is not None
     return {
         "samples": float(len(result.samples)),
         "classes": float(classes),
-        "training s": training_end - start,
-        "sampling s": sampling,
-        "metrics s": audited - training_end - sampling,
+        "training s": started.get(Phase.SAMPLING, audited) - start,
+        "sampling s": cost.sample_seconds or 0.0,
+        "scoring s": cost.score_seconds or 0.0,
+        "metrics s": cost.metrics_seconds or 0.0,
         "saving s": end - audited,
         "job s": end - start,
         "peak MB": rss_mb()[1],
@@ -110,8 +111,9 @@ def main() -> int:
         return 0
     print(describe("bench/scale.py", args.threads))
     print(
-        f"{'job':<24} {'samples':>8} {'train s':>8} {'sample s':>9} {'metrics s':>10} "
-        f"{'saving s':>9} {'job s':>7} {'metrics':>8} {'peak MB':>8} {'p≥.99':>6}"
+        f"{'job':<20} {'samples':>8} {'train s':>8} {'sample s':>9} {'score s':>8} "
+        f"{'metrics s':>10} {'saving s':>9} {'job s':>7} {'metrics':>8} {'peak MB':>8} "
+        f"{'p≥.99':>6}"
     )
     failures = 0
     for job in args.jobs.split(","):
@@ -127,9 +129,9 @@ def main() -> int:
         share = r["metrics s"] / r["job s"]
         failures += share > METRICS_BAR or r["peak MB"] > MEMORY_BAR_MB
         print(
-            f"{job:<24} {int(r['samples']):>8,} {r['training s']:>8.1f} {r['sampling s']:>9.1f} "
-            f"{r['metrics s']:>10.1f} {r['saving s']:>9.1f} {r['job s']:>7.1f} {share:>8.1%} "
-            f"{r['peak MB']:>8.0f} {r['confident']:>6.1%}"
+            f"{job:<20} {int(r['samples']):>8,} {r['training s']:>8.1f} {r['sampling s']:>9.1f} "
+            f"{r['scoring s']:>8.1f} {r['metrics s']:>10.1f} {r['saving s']:>9.1f} "
+            f"{r['job s']:>7.1f} {share:>8.1%} {r['peak MB']:>8.0f} {r['confident']:>6.1%}"
         )
     verdict = "met" if not failures else "NOT met"
     print(

@@ -39,14 +39,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_service(data_dir: Path, redis_url: str | None) -> tuple[subprocess.Popen[bytes], str]:
+def start_service(
+    data_dir: Path, redis_url: str | None, workers: int = 1, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`c3 serve` with `workers` inversion workers (and `env` on top of a clean C3_ slate)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("C3_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("C3_")}
+    env = base | (env or {})
     if redis_url:
         env |= {"C3_REDIS_URL": redis_url, "C3_REDIS_PREFIX": "bench:"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--port", str(port),
-         "--data-dir", str(data_dir)],
+         "--data-dir", str(data_dir), "--workers", str(workers)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

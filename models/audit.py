@@ -199,64 +199,80 @@ def audit(
     writer = SamplesWriter(
         Path(folder.name) / ArtifactName.SAMPLES_NPZ, len(targets), method.input_shape
     )
-    builder = MetricsBuilder(
-        classifier,
-        None if reference is None else reference.x,
-        None if reference is None else reference.y,
-        train_x=None if reference is None else reference.train_x,
-        batch_size=config.batch_size,  # the batch the job was admitted at (contracts.cost)
-    )
-    sampler = _Sampler(method, targets, sample_dropout, sample_seed, hooks)
-    for label in classes:
-        pixels = sampler.next_class(label, samples_per_class)
-        writer.write(pixels.numpy())
-        at = torch.arange(sampler.done - len(pixels), sampler.done)
-        builder.add_class(label, pixels.float() / 255.0, at)  # exactly what the PNGs hold
-
-    # measure, score, tabulate the evasion
-    hooks.progress(_phase(Phase.METRICS))
-    cost = Cost(
-        train_seconds=method.trained_seconds,
-        steps=method.step_count,
-        sample_seconds=sampler.seconds,
-        samples_per_second=len(targets) / sampler.seconds if sampler.seconds > 0 else None,
-        device=str(method.device),
-    )
-    measured = builder.finish(cost)
-    logits = measured.counterfeit_outputs.logits
-    if not torch.isfinite(logits).all():
-        bad = int((~torch.isfinite(logits).all(dim=1)).sum())
-        raise InversionFailed(
-            f"the classifier returns NaN or infinite logits for {bad} of the {len(logits)} "
-            "counterfeits: it cannot be audited as it is (check it on larger batches)"
+    try:
+        builder = MetricsBuilder(
+            classifier,
+            None if reference is None else reference.x,
+            None if reference is None else reference.y,
+            train_x=None if reference is None else reference.train_x,
+            batch_size=config.batch_size,  # the batch the job was admitted at (contracts.cost)
         )
-    samples = score_samples(targets, measured.counterfeit_outputs, TOP_K)
-    figures = audit_figures(
-        measured.counterfeit_outputs,
-        measured.reference_outputs,
-        None if reference is None else reference.y,
-    )
-    verdict = build_verdict(
-        measured.metrics, training, config.targets, method=config.method, step_limit=step_limit
-    )
-    figures = figures.model_copy(update={"verdict": verdict})
-    writer.close(
-        targets.numpy(),
-        np.array([s.predicted for s in samples], dtype=np.int64),
-        np.array([s.confidence for s in samples], dtype=np.float32),
-    )
+        sampler = _Sampler(method, targets, sample_dropout, sample_seed, hooks)
+        for label in classes:
+            pixels = sampler.next_class(label, samples_per_class)
+            writer.write(pixels.numpy())
+            at = torch.arange(sampler.done - len(pixels), sampler.done)
+            builder.add_class(label, pixels.float() / 255.0, at)  # exactly what the PNGs hold
+
+        # measure, score, tabulate the evasion
+        hooks.progress(_phase(Phase.METRICS))
+        cost = Cost(
+            train_seconds=method.trained_seconds,
+            steps=method.step_count,
+            sample_seconds=sampler.seconds,
+            samples_per_second=len(targets) / sampler.seconds if sampler.seconds > 0 else None,
+            device=str(method.device),
+        )
+        measured = builder.finish(cost)
+        logits = measured.counterfeit_outputs.logits
+        if not torch.isfinite(logits).all():
+            bad = int((~torch.isfinite(logits).all(dim=1)).sum())
+            raise InversionFailed(
+                f"the classifier returns NaN or infinite logits for {bad} of the {len(logits)} "
+                "counterfeits: it cannot be audited as it is (check it on larger batches)"
+            )
+        figures_start = time.perf_counter()
+        samples = score_samples(targets, measured.counterfeit_outputs, TOP_K)
+        figures = audit_figures(
+            measured.counterfeit_outputs,
+            measured.reference_outputs,
+            None if reference is None else reference.y,
+        )
+        verdict = build_verdict(
+            measured.metrics, training, config.targets, method=config.method, step_limit=step_limit
+        )
+        figures = figures.model_copy(update={"verdict": verdict})
+        metrics = _with_figure_seconds(measured.metrics, time.perf_counter() - figures_start)
+        writer.close(
+            targets.numpy(),
+            np.array([s.predicted for s in samples], dtype=np.int64),
+            np.array([s.confidence for s in samples], dtype=np.float32),
+        )
+    except BaseException:  # stopped or failed: no half-written archive is left open
+        writer.abort()
+        folder.cleanup()
+        raise
     return AuditResult(
         method=method,
         samples=samples,
         samples_file=writer.path,
         folder=folder,
-        metrics=measured.metrics,
+        metrics=metrics,
         figures=figures,
         trained_state=save_state(method.state_dict()) if method.needs_training else None,
         resumed_from_step=resumed_from,
         engine_seconds=time.perf_counter() - start - hooks.seconds,
         training=training,
     )
+
+
+def _with_figure_seconds(metrics: InversionMetrics, seconds: float) -> InversionMetrics:
+    """`metrics` whose cost counts `seconds` more of figures (records, detectors, verdict)."""
+    cost = metrics.cost
+    if cost is None:
+        return metrics
+    spent = (cost.metrics_seconds or 0.0) + seconds
+    return metrics.model_copy(update={"cost": cost.model_copy(update={"metrics_seconds": spent})})
 
 
 def _method(

@@ -38,26 +38,38 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
 
 
+def _command(commands: Any, name: str, summary: str, description: str, example: str) -> Any:
+    return commands.add_parser(
+        name, help=summary, description=description, epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="c3", description="Confidently Classified Counterfeits: audit an image classifier."
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    invert = commands.add_parser("invert", help="generate counterfeits for a classifier")
+    invert = _command(
+        commands, "invert", "generate counterfeits for a classifier",
+        "Generate counterfeits for a model file on this machine (no service): samples, metrics,\n"
+        "report figures, a grid and the config go to --out.",
+        "c3 invert --classifier model.onnx --per-class 10 --reference heldout.npz --out out/",
+    )  # fmt: skip
     invert.add_argument("--classifier", required=True, type=Path, help=".safetensors or .onnx")
     invert.add_argument("--format", choices=("safetensors", "onnx"), help="default: by suffix")
     invert.add_argument("--arch", help="registered architecture of a safetensors file")
-    invert.add_argument("--config", default="{}", help="architecture config as JSON")
+    invert.add_argument("--config", default="{}", help="architecture config as JSON (default: {})")
     invert.add_argument("--input-shape", type=_ints, help="C,H,W (default: from ONNX/reference)")
     invert.add_argument("--class-names", help="comma-separated names, one per output")
-    invert.add_argument("--mean", default="0", help="normalisation mean(s), comma-separated")
-    invert.add_argument("--std", default="1", help="normalisation std(s), comma-separated")
+    invert.add_argument("--mean", default="0", help="normalisation mean(s) (default: 0)")
+    invert.add_argument("--std", default="1", help="normalisation std(s) (default: 1)")
     invert.add_argument("--method", default="c3", choices=METHODS, help="default: c3")
-    invert.add_argument("--method-config", default="{}", help="InversionConfig fields as JSON")
+    invert.add_argument("--method-config", default="{}", help="config as JSON (default: {})")
     invert.add_argument("--steps", type=int, help="training steps (overrides the config)")
-    invert.add_argument("--seed", type=int, default=0)
-    invert.add_argument("--per-class", type=int, default=10, help="samples per class")
+    invert.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    invert.add_argument("--per-class", type=int, default=10, help="samples per class (default: 10)")
     invert.add_argument("--dropout", action="store_true", help="sample with dropout on")
     invert.add_argument("--reference", type=Path, help=".npz of real images (x, y)")
     invert.add_argument("--device", default=None, help="cpu, cuda (default: cuda if present)")
@@ -65,19 +77,32 @@ def build_parser() -> argparse.ArgumentParser:
     invert.add_argument("--quiet", action="store_true", help="no progress bar")
     _threads_option(invert)
 
-    demo = commands.add_parser("demo", help="train paper-cnn on digits and compare the methods")
-    demo.add_argument("--per-class", type=int, default=20, help="samples per class (20)")
-    demo.add_argument("--epochs", type=int, default=25, help="classifier training epochs (25)")
-    demo.add_argument("--steps", type=int, help="each method's step budget (its default)")
+    demo = _command(
+        commands, "demo", "train paper-cnn on digits and compare the methods",
+        "Train the paper's CNN on scikit-learn's digits (28x28), run c3, soft and pixel on it\n"
+        "and print the comparison; with --out, first write the classifier and the held-out\n"
+        "reference set (to upload to the service), then each method's grid.",
+        "c3 demo --per-class 10 --out c3demo",
+    )  # fmt: skip
+    demo.add_argument("--per-class", type=int, default=20, help="samples per class (default: 20)")
+    demo.add_argument(
+        "--epochs", type=int, default=25, help="classifier training epochs (default: 25)"
+    )
+    demo.add_argument("--steps", type=int, help="each method's step budget (default: its own)")
     _threads_option(demo)
     demo.add_argument(
         "--out", type=Path, default=None,
         help="write grids (c3/soft/pixel), the classifier and the held-out reference set here",
     )  # fmt: skip
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="(default: 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    check = commands.add_parser("check", help="what an upload of this ONNX file would meet")
+    check = _command(
+        commands, "check", "what an upload of this ONNX file would meet",
+        "Run the upload validation's steps on an ONNX file on this machine and print what it\n"
+        "found and the verdict; exit status 0 when the service would accept it, 2 when not.",
+        "c3 check model.onnx --input-shape 1,28,28",
+    )  # fmt: skip
     check.add_argument("model", type=Path, help=".onnx file")
     check.add_argument("--input-shape", type=_ints, help="C,H,W (default: from the graph)")
     check.add_argument("--json", action="store_true", help="print the findings as JSON")

@@ -18,11 +18,13 @@ Conventions:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from torch.nn import functional as F
 
 from models.classifier import LoadedClassifier
@@ -41,7 +43,11 @@ __all__ = [
 
 COLLAPSE_RATIO = 0.5  # pixel diversity below this share of the real class's: collapsed
 COLLAPSE_RMS = 0.02  # without a reference: mean pairwise RMS pixel difference below this
-PAIRWISE_SAMPLE = 1000  # a class's pairwise figures use at most this many of its samples
+FIGURE_SAMPLE = 1000
+"""A class's pairwise and distance figures (diversity, feature cosine, nearest-neighbour
+distances and the k-NN AUROCs) use at most this many of its samples, the first ones (i.i.d.
+draws): their cost stays bounded whatever the job's size, while confidence and max-softmax
+figures use every sample."""
 
 
 def auroc(
@@ -52,17 +58,7 @@ def auroc(
     neg = np.asarray(negative, dtype=np.float64).ravel()
     if pos.size == 0 or neg.size == 0:
         return None
-    scores = np.concatenate([pos, neg])
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(scores.size, dtype=np.float64)
-    sorted_scores = scores[order]
-    start = 0
-    while start < scores.size:  # average ranks over ties
-        end = start
-        while end + 1 < scores.size and sorted_scores[end + 1] == sorted_scores[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2.0 + 1.0
-        start = end + 1
+    ranks = rankdata(np.concatenate([pos, neg]))  # ties share their average rank
     rank_sum = ranks[: pos.size].sum()
     return float((rank_sum - pos.size * (pos.size + 1) / 2.0) / (pos.size * neg.size))
 
@@ -78,7 +74,7 @@ def knn_distances(
 
     `exclude_self`: queries are the bank itself (same order); each row skips itself.
     """
-    q, b = queries.flatten(1).double(), bank.flatten(1).double()
+    q, b = queries.flatten(1).float(), bank.flatten(1).float()
     available = b.shape[0] - (1 if exclude_self else 0)
     if available < 1:
         raise ValueError("the reference set is too small for nearest-neighbour distances")
@@ -90,15 +86,15 @@ def knn_distances(
             rows = torch.arange(d.shape[0])
             d[rows, rows + first] = math.inf
         result.append(d.topk(k, dim=1, largest=False).values[:, -1])
-    return torch.cat(result).float() if result else torch.empty(0)
+    return torch.cat(result) if result else torch.empty(0)
 
 
 def mean_pairwise_distance(x: torch.Tensor) -> float | None:
     """Mean L2 distance over pairs i < j of rows of x (n, ...)."""
-    flat = x.flatten(1).double()
+    flat = x.flatten(1).float()
     if flat.shape[0] < 2:
         return None
-    return float(torch.pdist(flat).mean())
+    return float(torch.pdist(flat).double().mean())
 
 
 def mean_pairwise_cosine(features: torch.Tensor) -> float | None:
@@ -147,8 +143,8 @@ class _Reference:
 class MetricsBuilder:
     """The audit figures, gathered class by class: a class's pixels are needed only while it is
     added (its diversity, its distances to the reference set), so a job holds one class of
-    images at a time, whatever its size. Pairwise figures of a class use at most
-    PAIRWISE_SAMPLE of its samples (i.i.d. draws: the first ones), never all pairs of a job.
+    images at a time, whatever its size. Pairwise and distance figures of a class use at most
+    FIGURE_SAMPLE of its samples (i.i.d. draws: the first ones), never all pairs of a job.
     """
 
     def __init__(
@@ -170,6 +166,8 @@ class MetricsBuilder:
         self._per_sample: dict[str, list[torch.Tensor]] = {"knn_pixel": [], "nn": [], "train": []}
         self._diversity: dict[int, float | None] = {}
         self._pixels = 1
+        self.score_seconds = 0.0  # the classifier's pass over the counterfeits
+        self.figure_seconds = 0.0  # everything else: the figures
 
     def _prepare(
         self, x: torch.Tensor | None, y: torch.Tensor | Sequence[int] | None
@@ -201,18 +199,35 @@ class MetricsBuilder:
         self._pixels = int(images[0].numel()) if len(images) else self._pixels
         self._indices.append(torch.as_tensor(indices).long().flatten())
         self._targets.append(torch.full((len(images),), label, dtype=torch.long))
+        start = time.perf_counter()
         self._outputs.append(classifier_outputs(self._classifier, images, self._batch))
-        self._diversity[label] = mean_pairwise_distance(images[:PAIRWISE_SAMPLE])
+        scored = time.perf_counter()
+        self.score_seconds += scored - start
+        self._add_figures(label, images)
+        self.figure_seconds += time.perf_counter() - scored
+
+    def _add_figures(self, label: int, images: torch.Tensor) -> None:
+        measured = images[:FIGURE_SAMPLE]
+        self._diversity[label] = mean_pairwise_distance(measured)
         ref = self._reference
+
+        def per_sample(distances: torch.Tensor) -> torch.Tensor:
+            """The measured samples' distances; NaN for the rest of the class."""
+            return torch.cat([distances, torch.full((len(images) - len(measured),), math.nan)])
+
         if ref is not None:
-            self._per_sample["knn_pixel"].append(knn_distances(images, ref.images, self._k))
-            self._per_sample["nn"].append(knn_distances(images, ref.images, 1))
+            self._per_sample["knn_pixel"].append(
+                per_sample(knn_distances(measured, ref.images, self._k))
+            )
+            self._per_sample["nn"].append(per_sample(knn_distances(measured, ref.images, 1)))
         if self._train is not None:
-            self._per_sample["train"].append(knn_distances(images, self._train, 1))
+            self._per_sample["train"].append(per_sample(knn_distances(measured, self._train, 1)))
 
     def finish(
         self, cost: Cost | None = None, confident_threshold: float = CONFIDENT
     ) -> MetricsResult:
+        """The figures of every class added; `cost` gets the scoring and figures' seconds."""
+        start = time.perf_counter()
         order = torch.argsort(torch.cat(self._indices)) if self._indices else torch.empty(0)
 
         def gathered(chunks: list[torch.Tensor]) -> torch.Tensor | None:
@@ -233,10 +248,15 @@ class MetricsBuilder:
         scores: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         nn_fake = train_fake = None
         if ref is not None:
-            fake_unit = F.normalize(out.features.double(), dim=1)
+            pixel = gathered(self._per_sample["knn_pixel"])
+            assert pixel is not None
+            measured = pixel.isfinite()  # the samples the distance figures use
+            feature = torch.full_like(pixel, math.nan)
+            fake_unit = F.normalize(out.features[measured].double(), dim=1)
+            feature[measured] = knn_distances(fake_unit, ref.unit, self._k)
             scores["msp"] = (-msp, -ref.outputs.probabilities.max(dim=1).values)
-            scores["feature"] = (knn_distances(fake_unit, ref.unit, self._k), ref.knn_feature)
-            scores["pixel"] = (gathered(self._per_sample["knn_pixel"]), ref.knn_pixel)  # type: ignore[assignment]
+            scores["feature"] = (feature, ref.knn_feature)
+            scores["pixel"] = (pixel, ref.knn_pixel)
             nn_fake = gathered(self._per_sample["nn"])
         train_fake = gathered(self._per_sample["train"])
 
@@ -250,17 +270,25 @@ class MetricsBuilder:
                 return values if real is None else values[real]
 
             def fake_mean(values: torch.Tensor | None) -> float | None:
-                return None if values is None else _mean(values[fake])
+                """The mean over the group's samples that have the figure (not NaN)."""
+                if values is None:
+                    return None
+                chosen = values[fake]
+                return _mean(chosen[~chosen.isnan()])
+
+            def present(values: torch.Tensor) -> np.ndarray:
+                chosen = values[fake]
+                return chosen[~chosen.isnan()].numpy()
 
             aurocs = {
-                name: auroc(fake_scores[fake].numpy(), real_of(real_scores).numpy())
+                name: auroc(present(fake_scores), real_of(real_scores).numpy())
                 for name, (fake_scores, real_scores) in scores.items()
             }
             real_diversity = real_cosine = real_confidence = real_nn = real_train = None
             if ref is not None:
-                real_images = real_of(ref.images)[:PAIRWISE_SAMPLE]
+                real_images = real_of(ref.images)[:FIGURE_SAMPLE]
                 real_diversity = mean_pairwise_distance(real_images)
-                real_cosine = mean_pairwise_cosine(real_of(ref.outputs.features)[:PAIRWISE_SAMPLE])
+                real_cosine = mean_pairwise_cosine(real_of(ref.outputs.features)[:FIGURE_SAMPLE])
                 real_confidence = _mean(real_of(ref.outputs.probabilities.max(dim=1).values))
                 real_nn = _mean(real_of(ref.nn))
                 real_train = None if ref.train_nn is None else _mean(real_of(ref.train_nn))
@@ -278,7 +306,7 @@ class MetricsBuilder:
                 knn_pixel_auroc=aurocs.get("pixel"),
                 pixel_diversity=diversity,
                 reference_pixel_diversity=real_diversity,
-                feature_cosine=mean_pairwise_cosine(out.features[fake][:PAIRWISE_SAMPLE]),
+                feature_cosine=mean_pairwise_cosine(out.features[fake][:FIGURE_SAMPLE]),
                 reference_feature_cosine=real_cosine,
                 mean_reference_confidence=real_confidence,
                 collapsed=_collapsed(diversity, real_diversity, self._pixels),
@@ -306,6 +334,11 @@ class MetricsBuilder:
                 "collapsed": any(bool(m.collapsed) for m in classes) if classes else None,
             }
         )
+        if cost is not None:
+            spent = self.figure_seconds + time.perf_counter() - start
+            cost = cost.model_copy(
+                update={"score_seconds": self.score_seconds, "metrics_seconds": spent}
+            )
         metrics = InversionMetrics(
             overall=overall,
             per_class=per_class,

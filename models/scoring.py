@@ -50,8 +50,8 @@ def score_samples(
     confidence = probs.gather(1, target_t[:, None]).squeeze(1).tolist()
     predicted = probs.argmax(dim=1).tolist()
     classes, probabilities = top_i.tolist(), top_p.tolist()
-    return [
-        SampleRecord(
+    return [  # plain construction: every value here is an int or a finite probability
+        SampleRecord.model_construct(
             index=i,
             target=target,
             predicted=predicted[i],

@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service import dashboard
 from service.auth import refuse_unsafe_bind
 from service.errors import install_error_handlers
 from service.gate import RequestGate
+from service.openapi import install as install_openapi
+from service.openapi import operation_id
 from service.queue import make_celery
 from service.read_cache import cache
 from service.routers import classifiers, datasets, health, inversions, metrics, report
@@ -45,11 +48,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         finally:
             stores.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their scripts served from here, not a CDN
+        static_url="/docs-static",
         title="C3",
         summary="Audit image classifiers with Confidently Classified Counterfeits.",
         version="0.1.0",
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
     install_error_handlers(app)
     app.add_middleware(RequestGate)
@@ -60,4 +65,5 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(report.router)
     dashboard.mount(app)
+    install_openapi(app)
     return app

@@ -10,6 +10,7 @@ import hashlib
 import json
 import secrets
 import time
+from typing import NamedTuple
 
 from starlette.requests import HTTPConnection
 
@@ -35,6 +36,40 @@ def create_key(store: JobStore, tenant: str) -> str:
     key = _PREFIX + secrets.token_urlsafe(32)
     store.put_key(KEYS, hash_key(key), json.dumps({"tenant": tenant, "created_at": time.time()}))
     return key
+
+
+class KeyInfo(NamedTuple):
+    id: str  # the start of the key's hash: names a key without showing it
+    tenant: str
+    created_at: float
+
+
+KEY_ID_LENGTH = 12
+
+
+def key_infos(store: JobStore) -> list[KeyInfo]:
+    """Every key, oldest first."""
+    infos = []
+    for digest, raw in store.list_keys(KEYS):
+        value = json.loads(raw)
+        infos.append(KeyInfo(digest[:KEY_ID_LENGTH], value["tenant"], value["created_at"]))
+    return sorted(infos, key=lambda info: info.created_at)
+
+
+def revoke_key(store: JobStore, key: str) -> KeyInfo | None:
+    """Revoke a key given as its secret or as its id (`key_infos`); the revoked key, or None
+    when no key (or more than one) matches."""
+    if key.startswith(_PREFIX):
+        digests = [hash_key(key)]
+    elif len(key) >= 8:
+        digests = [d for d, _ in store.list_keys(KEYS) if d.startswith(key.lower())]
+    else:
+        return None
+    if len(digests) != 1 or (raw := store.get_key(KEYS, digests[0])) is None:
+        return None
+    store.delete_key(KEYS, digests[0])
+    value = json.loads(raw)
+    return KeyInfo(digests[0][:KEY_ID_LENGTH], value["tenant"], value["created_at"])
 
 
 def tenant_for_key(store: JobStore, key: str) -> str | None:

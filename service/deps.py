@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from celery import Celery
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.auth import authenticate
 from service.settings import ServiceSettings
@@ -32,7 +33,22 @@ StoresDep = Annotated[Stores, Depends(get_stores)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 
-def current_tenant(request: Request, settings: SettingsDep, stores: StoresDep) -> str:
+API_KEY = HTTPBearer(
+    scheme_name="apiKey",
+    description="An API key (`c3 keys create --tenant NAME`), as `Authorization: Bearer <key>`. "
+    "A service on a loopback address with no key configured needs none.",
+    auto_error=False,
+)
+"""Declares the security scheme in the OpenAPI document; `authenticate` reads the key itself
+(it also accepts the dashboard's session cookie)."""
+
+
+def current_tenant(
+    request: Request,
+    settings: SettingsDep,
+    stores: StoresDep,
+    _key: Annotated[HTTPAuthorizationCredentials | None, Security(API_KEY)],
+) -> str:
     return authenticate(request, settings, stores.jobs)
 
 

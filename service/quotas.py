@@ -20,7 +20,6 @@ from service.records import (
 from service.settings import ServiceSettings
 from service.storage import JobStore
 
-JOB_RETRY_SECONDS = 30
 STORAGE_RETRY_SECONDS = 3600
 
 
@@ -45,7 +44,7 @@ def check_jobs(store: JobStore, settings: ServiceSettings, tenant: str) -> None:
         raise TooManyRequests(
             f"{active} of your jobs are queued or running, the most this service allows at "
             "once: wait for some to finish (or cancel them)",
-            headers={"Retry-After": str(JOB_RETRY_SECONDS)},
+            headers={"Retry-After": str(settings.quota_retry_seconds)},
         )
 
 
@@ -56,7 +55,7 @@ def check_upload(
     if validating >= settings.quota_validations:
         raise TooManyRequests(
             f"{validating} of your uploads are still being validated: wait for their verdict",
-            headers={"Retry-After": str(JOB_RETRY_SECONDS)},
+            headers={"Retry-After": str(settings.quota_retry_seconds)},
         )
     check_storage(store, settings, tenant, size)
 

@@ -18,7 +18,7 @@ from models.contracts.artifacts import ArtifactName, SampleRecord
 from models.contracts.npz import StoredArray
 from service import exports
 from service.errors import Conflict, InvalidField, NotFound
-from service.images import GRID_PAD, to_png
+from service.images import GridLayout, to_png
 from service.images import grid_png as compose_grid
 from service.read_cache import cache
 from service.records import JobRecord, JobState
@@ -29,6 +29,8 @@ from service.storage.keys import JobFile
 
 MAX_GRID_PIXELS = 32_000_000
 """The largest grid.png (about 130 MB of RGB pixels in memory while it is drawn)."""
+GRID_PER_CLASS = 100
+"""Samples per class in grid.png when the request does not say (fewer when they would not fit)."""
 
 
 def require_succeeded(job: JobRecord) -> None:
@@ -132,24 +134,34 @@ def class_indices(artifacts: ArtifactStore, job: JobRecord, cls: int) -> np.ndar
 
 
 def grid_png(
-    artifacts: ArtifactStore, job: JobRecord, classes: list[int] | None, per_class: int
+    artifacts: ArtifactStore, job: JobRecord, classes: list[int] | None, per_class: int | None
 ) -> bytes:
-    """The samples in a grid: one row per class (the first `per_class` of each), on white.
-    Refused (422) when it would exceed MAX_GRID_PIXELS, with the request that would fit."""
+    """The samples in a grid: each class under its name, its first `per_class` samples wrapped
+    at 16 a row, on white; at most MAX_GRID_PIXELS. Without `per_class`, as many as fit (up to
+    GRID_PER_CLASS); a `per_class` that would not fit is refused (422) with one that would."""
     wanted = job.params.classes if classes is None else classes
-    columns = min(per_class, job.params.samples_per_class)
+    available = job.params.samples_per_class
     _, height, width = job.input_shape
-    row_pixels = (height + GRID_PAD) * len(wanted)
-    size = (columns * (width + GRID_PAD) + GRID_PAD) * (row_pixels + GRID_PAD)
-    if size > MAX_GRID_PIXELS:
-        fits = max(1, MAX_GRID_PIXELS // ((width + GRID_PAD) * (row_pixels + GRID_PAD)))
-        raise InvalidField(
-            f"a grid of {len(wanted)} classes × {columns} samples of {height}×{width} would be "
-            f"{size / 1e6:.0f} megapixels (at most {MAX_GRID_PIXELS / 1e6:.0f}): ask for fewer "
-            f"classes (?classes=0,1,2) or fewer samples per class (?per_class={fits})",
-            field="per_class",
+
+    def layout(count: int) -> GridLayout:
+        return GridLayout(
+            classes=len(wanted), per_class=min(count, available), tile=(height, width)
         )
-    rows = [
-        list(pixels(artifacts, job, class_indices(artifacts, job, c)[:columns])) for c in wanted
+
+    fits = next((n for n in range(available, 0, -1) if layout(n).pixels <= MAX_GRID_PIXELS), 0)
+    shown = min(GRID_PER_CLASS, max(fits, 1)) if per_class is None else per_class
+    if shown > fits:
+        too_big = layout(shown)
+        fewer = f" or fewer samples per class (?per_class={fits})" if fits else ""
+        raise InvalidField(
+            f"a grid of {len(wanted)} classes × {too_big.per_class} samples of {height}×{width} "
+            f"would be {too_big.pixels / 1e6:.0f} megapixels (at most "
+            f"{MAX_GRID_PIXELS / 1e6:.0f}): ask for fewer classes (?classes=0,1,2){fewer}",
+            field="per_class" if fits else "classes",
+        )
+    blocks = [
+        list(pixels(artifacts, job, class_indices(artifacts, job, c)[:shown])) for c in wanted
     ]
-    return compose_grid(rows)
+    names = job.class_names
+    labels = [names[c] if names[c] == str(c) else f"{c}: {names[c]}" for c in wanted]
+    return compose_grid(blocks, labels=labels)

@@ -24,6 +24,29 @@ from service.records import (
 )
 
 
+class FieldProblem(BaseModel):
+    field: str | None = Field(None, description="The input at fault (dotted when nested).")
+    detail: str
+
+
+class ProblemPublic(BaseModel):
+    """An error, as RFC 9457 problem details (`application/problem+json`). Some problems add
+    members of their own (`id` of a rejected upload, `jobs` using a resource, a job's memory
+    `estimate`)."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+
+    type: str = Field(description="The kind of problem, e.g. `/problems/not-found`.")
+    title: str
+    status: int = Field(description="The HTTP status code.")
+    detail: str = Field(description="What is wrong, and what to do about it.")
+    instance: str = Field(description="The request's path.")
+    field: str | None = Field(None, description="The input at fault, when there is one.")
+    errors: list[FieldProblem] | None = Field(
+        None, description="Every invalid input, when there are several."
+    )
+
+
 class HealthPublic(BaseModel):
     status: str
 
@@ -31,6 +54,15 @@ class HealthPublic(BaseModel):
 class ReadinessPublic(BaseModel):
     status: str
     checks: dict[str, str]
+
+
+class ListPublic(BaseModel):
+    """What every list has beside its items (service.paging)."""
+
+    count: int = Field(description="Items matching the filters, over all pages.")
+    next: str | None = Field(
+        None, description="The next page (path and query), or null on the last page."
+    )
 
 
 class _Form(BaseModel):
@@ -84,9 +116,8 @@ class ClassifierPublic(ClassifierBase, _UploadPublic):
         )
 
 
-class ClassifiersPublic(BaseModel):
+class ClassifiersPublic(ListPublic):
     data: list[ClassifierPublic]
-    count: int
 
 
 # --- datasets ------------------------------------------------------------------------------
@@ -114,9 +145,8 @@ class DatasetPublic(DatasetBase, _UploadPublic):
         )
 
 
-class DatasetsPublic(BaseModel):
+class DatasetsPublic(ListPublic):
     data: list[DatasetPublic]
-    count: int
 
 
 # --- inversion jobs ------------------------------------------------------------------------
@@ -170,9 +200,8 @@ class InversionPublic(JobBase):
         )
 
 
-class InversionsPublic(BaseModel):
+class InversionsPublic(ListPublic):
     data: list[InversionPublic]
-    count: int
 
 
 class TopKPublic(BaseModel):
@@ -192,10 +221,8 @@ class SamplePublic(BaseModel):
     image_url: str
 
 
-class SamplesPublic(BaseModel):
+class SamplesPublic(ListPublic):
     data: list[SamplePublic]
-    count: int = Field(description="How many samples match the filters, on every page.")
-    next: str | None = Field(None, description="The next page's URL; None on the last page.")
 
 
 __all__ = [
@@ -205,10 +232,13 @@ __all__ = [
     "DatasetCreate",
     "DatasetPublic",
     "DatasetsPublic",
+    "FieldProblem",
     "HealthPublic",
     "InversionCreate",
     "InversionPublic",
     "InversionsPublic",
+    "ListPublic",
+    "ProblemPublic",
     "ReadinessPublic",
     "SamplePublic",
     "SamplesPublic",

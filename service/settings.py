@@ -11,7 +11,7 @@ import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -106,6 +106,9 @@ class ServiceSettings(CommonSettings):
     quota_validations: int = Field(
         10, description="Uploads a tenant may have waiting for validation at once (429 above)."
     )
+    quota_retry_seconds: int = Field(
+        30, description="Retry-After of a 429 for the job and validation quotas (seconds)."
+    )
     quota_stored_bytes: int = Field(
         20 * 1024**3, description="Bytes a tenant may store: uploads and job files (429 above)."
     )
@@ -113,6 +116,18 @@ class ServiceSettings(CommonSettings):
     @property
     def loopback(self) -> bool:
         return is_loopback(self.host)
+
+
+class ClientSettings(BaseSettings):
+    """What the client (`c3 audit`, `Client.from_env()`) reads: where the service is, and the
+    key to show it."""
+
+    model_config = SettingsConfigDict(env_prefix="C3_", extra="ignore")
+
+    server: str = Field("http://127.0.0.1:8000", description="URL of the service a client uses.")
+    api_key: SecretStr | None = Field(
+        None, description="API key a client sends (made by `c3 keys create`)."
+    )
 
 
 def is_loopback(host: str) -> bool:

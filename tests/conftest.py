@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -205,17 +206,17 @@ def start_worker(tmp_path: Path) -> Iterator[object]:
 
 
 class LiveApi:
-    """`c3 api` as its own process on a free port (for tests that need real sockets or must
-    kill the API)."""
+    """`c3 api` (or, with `command="serve"`, the API with its workers) as its own process on a
+    free port (for tests that need real sockets, real workers, or must kill the API)."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env, self.port = env, free_port()
+    def __init__(self, env: dict[str, str], command: str = "api") -> None:
+        self.env, self.port, self.command = env, free_port(), command
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> LiveApi:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "api", "--port", str(self.port)],
+            [sys.executable, "-m", "service.cli", self.command, "--port", str(self.port)],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
@@ -238,11 +239,42 @@ class LiveApi:
         self.proc.wait(10)
 
     def stop(self) -> None:
+        """SIGTERM; `serve` stops its workers first (a running job is checkpointed)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(10)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 def clean_env(**settings: str) -> dict[str, str]:
     """This process's environment without any C3_ setting, plus `settings`."""
     return {k: v for k, v in os.environ.items() if not k.startswith("C3_")} | settings
+
+
+@dataclass(frozen=True)
+class LiveService:
+    url: str
+    key: str
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    """One `c3 serve` (the API, an inversion worker and the validation worker) that requires
+    an API key, shared by the tests that use the service as a user would: the Python client,
+    `c3 audit` and the README's walk-throughs. Its tenant's lists are shared: tests look up
+    what they made, never assume an empty service."""
+    data = tmp_path_factory.mktemp("live") / "data"
+    env = clean_env(
+        C3_DATA_DIR=str(data), C3_HEARTBEAT_SECONDS="0.5", C3_STALE_AFTER_SECONDS="3",
+        C3_REAPER_SECONDS="1", C3_PROGRESS_EVERY_SECONDS="0.2", C3_TORCH_THREADS="1",
+    )  # fmt: skip
+    key = subprocess.run(
+        [sys.executable, "-m", "service.cli", "keys", "create", "--tenant", "live"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    api = LiveApi(env, "serve").start()
+    yield LiveService(api.url, key, env)
+    api.stop()

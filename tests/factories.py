@@ -13,6 +13,7 @@ import io
 import pickle
 import warnings
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -448,3 +449,15 @@ def pt2_bytes(model: nn.Module, shape: Shape = (1, 28, 28)) -> bytes:
     buffer = io.BytesIO()
     torch.export.save(torch.export.export(model.eval(), (torch.rand(1, *shape),)), buffer)
     return buffer.getvalue()
+
+
+def upload_files(folder: Path, side: int = 8) -> tuple[Path, Path]:
+    """What a user uploads, as files: a small MLP trained on digits at side×side (safetensors,
+    architecture `mlp`) and its held-out reference set (.npz, 10 images a class)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = (1, side, side)
+    model = folder / "digits-mlp.safetensors"
+    model.write_bytes(safetensors_bytes(trained_model("mlp", shape, epochs=10)))
+    reference = folder / "held-out.npz"
+    reference.write_bytes(digits_reference_npz(shape, per_class=10))
+    return model, reference

@@ -49,6 +49,14 @@ def test_the_api_imports_no_torch_and_of_the_engine_only_its_contracts() -> None
     )
 
 
+def test_the_client_imports_no_torch_and_of_the_engine_only_its_contracts() -> None:
+    run(
+        "import sys, service.client; assert 'torch' not in sys.modules, 'torch imported'; "
+        "engine = [m for m in sys.modules if m.startswith('models.') "
+        "and not m.startswith('models.contracts')]; assert not engine, engine"
+    )
+
+
 def test_contracts_import_nothing_of_the_project_but_contracts() -> None:
     for path, names in imported_modules("models/contracts").items():
         ours = {n for n in names if n.split(".")[0] in ("models", "service", "worker", "tests")}

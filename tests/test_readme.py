@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.onnx.registry import implementation, registered_versions
-from service.settings import ServiceSettings
+from service.settings import ClientSettings, ServiceSettings
 from worker.settings import WorkerSettings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -14,7 +14,11 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def render_settings_table() -> str:
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
     seen: set[str] = set()
-    for cls, who in ((ServiceSettings, "API"), (WorkerSettings, "worker")):
+    for cls, who in (
+        (ServiceSettings, "API"),
+        (WorkerSettings, "worker"),
+        (ClientSettings, "client"),
+    ):
         for name, field in cls.model_fields.items():
             if name in seen:
                 continue

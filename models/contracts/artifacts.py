@@ -110,8 +110,10 @@ class Cost(_Figures):
 
     train_seconds: float | None = None  # generator training wall time
     steps: int | None = None  # training steps
-    sample_seconds: float | None = None  # wall time to produce the scored samples
+    sample_seconds: float | None = None  # the generator's wall time to produce the samples
     samples_per_second: float | None = None
+    score_seconds: float | None = None  # the classifier's pass over every delivered sample
+    metrics_seconds: float | None = None  # the figures beyond each sample's scores
     device: str | None = None
 
 
@@ -143,7 +145,7 @@ class EvasionTable(_Figures):
     tpr: float = Field(description="Share of real reference data kept by each threshold.")
     reference_fit: int = Field(description="Reference images the detectors were fit on.")
     reference_eval: int = Field(description="Held-out reference images setting the thresholds.")
-    counterfeits: int
+    counterfeits: int = Field(description="Counterfeits the detectors scored (at most 10,000).")
     detectors: list[DetectorResult]
 
 
@@ -209,6 +211,10 @@ class SamplesWriter:
     def write(self, pixels: np.ndarray) -> None:
         """The next samples' pixels, (n, C, H, W) uint8, in index order."""
         self._x.write(pixels)
+
+    def abort(self) -> None:
+        """Give up the archive (the run stopped): close it, whatever it holds."""
+        self._npz.abort()
 
     def close(self, targets: np.ndarray, predicted: np.ndarray, confidence: np.ndarray) -> Path:
         """Finish the archive with each sample's verdict; the file's path."""

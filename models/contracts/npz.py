@@ -30,6 +30,7 @@ class NpzWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._archive = zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True)
+        self._streams: list[BlockWriter] = []
 
     def array(self, name: str, array: np.ndarray) -> None:
         with self._archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
@@ -41,11 +42,19 @@ class NpzWriter:
         header = {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False,
                   "shape": shape}  # fmt: skip
         npy_format.write_array_header_1_0(entry, header)
-        return BlockWriter(entry, dtype, shape)
+        stream = BlockWriter(entry, dtype, shape)
+        self._streams.append(stream)
+        return stream
 
     def close(self) -> Path:
         self._archive.close()
         return self.path
+
+    def abort(self) -> None:
+        """Close the archive unfinished (a stream still open is closed first)."""
+        for stream in self._streams:
+            stream.abandon()
+        self._archive.close()
 
 
 class BlockWriter:
@@ -62,6 +71,10 @@ class BlockWriter:
         self._entry.close()
         if self.rows != self._shape[0]:
             raise ValueError(f"{self.rows} rows written, {self._shape[0]} announced")
+
+    def abandon(self) -> None:
+        if not self._entry.closed:
+            self._entry.close()
 
 
 @dataclass(frozen=True)

@@ -226,7 +226,7 @@ def class_strip(artifacts: ArtifactStore, job: JobRecord, cls: int) -> bytes:
 
     def build() -> bytes:
         indices = samples.class_indices(artifacts, job, cls)[:STRIP_SAMPLES]
-        return grid_png([list(samples.pixels(artifacts, job, indices))], margin=0)
+        return grid_png([list(samples.pixels(artifacts, job, indices))], per_row=None, margin=0)
 
     return cache.get(job, f"strip-{cls}", build)
 

@@ -20,9 +20,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 
 from service.auth import SESSION_COOKIE as COOKIE
-from service.auth import client_is_local, open_access, tenant_for_key
+from service.auth import authenticate, client_is_local, open_access, tenant_for_key
 from service.dashboard.templating import render
-from service.deps import SettingsDep, StoresDep, current_tenant
+from service.deps import SettingsDep, StoresDep
 from service.errors import Problem, problem_response
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def login_redirect(request: Request) -> Response:
 def page_tenant(request: Request, settings: SettingsDep, stores: StoresDep) -> str:
     """The tenant of a page: the same rule as the API (key or keyless loopback), or login."""
     try:
-        tenant = current_tenant(request, settings, stores)
+        tenant = authenticate(request, settings, stores.jobs)
     except Problem as exc:
         if exc.status == 401:
             raise LoginRequired from None

@@ -10,6 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import CeleryDep, SettingsDep, StoresDep, TenantDep
 from service.errors import Conflict, InvalidField
+from service.openapi import binary, multipart_body, problems
+from service.paging import RecordPaging
 from service.records import ClassifierRecord, Upload, UploadState
 from service.registry import (
     blob_chunks,
@@ -51,8 +53,11 @@ def verdict_response(record: Upload, response: Response, public: P) -> P:
     "",
     status_code=202,
     response_model=ClassifierPublic,
-    responses={201: {"model": ClassifierPublic}},
+    responses={201: {"model": ClassifierPublic}, **problems(400, 415, 422, 429)},
     summary="Upload a classifier (multipart: `file` plus metadata fields)",
+    openapi_extra=multipart_body(
+        ClassifierCreate, "The model: a .safetensors file (with `architecture`) or an .onnx file."
+    ),
 )
 async def create_classifier(
     request: Request,
@@ -83,8 +88,7 @@ async def create_classifier(
 def list_classifiers(
     tenant: TenantDep,
     stores: StoresDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    paging: RecordPaging,
     name: Annotated[str | None, Query(description="Substring of the name")] = None,
     tag: str | None = None,
     status: str | None = None,
@@ -96,10 +100,14 @@ def list_classifiers(
         name=name,
         tag=tag,
         status=status,
-        offset=offset,
-        limit=limit,
+        offset=paging.offset,
+        limit=paging.limit,
     )
-    return ClassifiersPublic(data=[ClassifierPublic.of(r) for r in page.items], count=page.count)
+    return ClassifiersPublic(
+        data=[ClassifierPublic.of(r) for r in page.items],
+        count=page.count,
+        next=paging.next(page.count),
+    )
 
 
 @router.get("/{id}", response_model=ClassifierPublic)
@@ -107,13 +115,17 @@ def read_classifier(classifier: ClassifierDep) -> ClassifierPublic:
     return ClassifierPublic.of(classifier)
 
 
-@router.delete("/{id}", status_code=204)
+@router.delete("/{id}", status_code=204, responses=problems(409))
 def delete_classifier(classifier: ClassifierDep, stores: StoresDep) -> Response:
     delete_registered(stores, classifier, keys.classifier_prefix(classifier.tenant, classifier.id))
     return Response(status_code=204)
 
 
-@router.get("/{id}/file", response_class=StreamingResponse)
+@router.get(
+    "/{id}/file",
+    response_class=StreamingResponse,
+    responses={**binary("application/octet-stream"), **problems(409)},
+)
 async def download_classifier(classifier: ClassifierDep, stores: StoresDep) -> StreamingResponse:
     """The canonical copy made by the validation (not the bytes as uploaded)."""
     if classifier.state != UploadState.READY:

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service.deps import CeleryDep, SettingsDep, StoresDep, TenantDep
+from service.openapi import multipart_body, problems
+from service.paging import RecordPaging
 from service.records import DatasetRecord
 from service.registry import (
     dataset_record,
@@ -33,8 +35,11 @@ DatasetDep = Annotated[DatasetRecord, Depends(get_dataset)]
     "",
     status_code=202,
     response_model=DatasetPublic,
-    responses={201: {"model": DatasetPublic}},
+    responses={201: {"model": DatasetPublic}, **problems(400, 415, 422, 429)},
     summary="Upload a reference set (`.npz` with `x`[, `y`], or a zip of PNGs + labels.csv)",
+    openapi_extra=multipart_body(
+        DatasetCreate, "Real images: an .npz with `x` [and `y`], or a zip of PNGs + labels.csv."
+    ),
 )
 async def create_dataset(
     request: Request,
@@ -64,16 +69,20 @@ async def create_dataset(
 def list_datasets(
     tenant: TenantDep,
     stores: StoresDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    name: str | None = None,
+    paging: RecordPaging,
+    name: Annotated[str | None, Query(description="Substring of the name")] = None,
     tag: str | None = None,
     status: str | None = None,
 ) -> DatasetsPublic:
     page = list_registered(
-        stores, DatasetRecord, tenant, name=name, tag=tag, status=status, offset=offset, limit=limit
+        stores, DatasetRecord, tenant, name=name, tag=tag, status=status,
+        offset=paging.offset, limit=paging.limit,
+    )  # fmt: skip
+    return DatasetsPublic(
+        data=[DatasetPublic.of(r) for r in page.items],
+        count=page.count,
+        next=paging.next(page.count),
     )
-    return DatasetsPublic(data=[DatasetPublic.of(r) for r in page.items], count=page.count)
 
 
 @router.get("/{id}", response_model=DatasetPublic)
@@ -81,7 +90,7 @@ def read_dataset(dataset: DatasetDep) -> DatasetPublic:
     return DatasetPublic.of(dataset)
 
 
-@router.delete("/{id}", status_code=204)
+@router.delete("/{id}", status_code=204, responses=problems(409))
 def delete_dataset(dataset: DatasetDep, stores: StoresDep) -> Response:
     delete_registered(stores, dataset, keys.dataset_prefix(dataset.tenant, dataset.id))
     return Response(status_code=204)

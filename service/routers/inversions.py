@@ -11,11 +11,13 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from models.contracts.artifacts import ArtifactName
+from models.contracts.artifacts import ArtifactName, InversionMetrics
 from service import downloads, quotas, read_cache, samples
 from service.deps import CeleryDep, SettingsDep, StoresDep, TenantDep
 from service.errors import Conflict, InvalidField
 from service.jobs import cancel, enqueue, new_sampling_job, resume, start_job
+from service.openapi import binary, problems
+from service.paging import RecordPaging, SamplePaging
 from service.records import FINISHED_JOB_STATES, JobRecord, StateEvent, events_stream
 from service.registry import get_owned
 from service.schemas import (
@@ -49,7 +51,7 @@ def _with_status_headers(response: Response, job: JobRecord) -> InversionPublic:
     return InversionPublic.of(job)
 
 
-@router.post("", status_code=202, response_model=InversionPublic)
+@router.post("", status_code=202, response_model=InversionPublic, responses=problems(409, 429))
 def create_inversion(
     body: InversionCreate,
     response: Response,
@@ -69,8 +71,7 @@ def create_inversion(
 def list_inversions(
     tenant: TenantDep,
     stores: StoresDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    paging: RecordPaging,
     classifier_id: str | None = None,
     state: str | None = None,
     method: str | None = None,
@@ -81,9 +82,14 @@ def list_inversions(
         )
 
     page = stores.jobs.list(
-        JobRecord, tenant=tenant, state=state, match=match, offset=offset, limit=limit
+        JobRecord, tenant=tenant, state=state, match=match, offset=paging.offset,
+        limit=paging.limit,
+    )  # fmt: skip
+    return InversionsPublic(
+        data=[InversionPublic.of(j) for j in page.items],
+        count=page.count,
+        next=paging.next(page.count),
     )
-    return InversionsPublic(data=[InversionPublic.of(j) for j in page.items], count=page.count)
 
 
 @router.get("/{id}", response_model=InversionPublic)
@@ -92,13 +98,17 @@ def read_inversion(job: JobDep, response: Response) -> InversionPublic:
     return _with_status_headers(response, job)
 
 
-@router.post("/{id}/cancel", status_code=202, response_model=InversionPublic)
+@router.post(
+    "/{id}/cancel", status_code=202, response_model=InversionPublic, responses=problems(409)
+)
 def cancel_inversion(job: JobDep, response: Response, stores: StoresDep) -> InversionPublic:
     """A queued job is cancelled at once; a running one stops at its next step."""
     return _with_status_headers(response, cancel(stores.jobs, job))
 
 
-@router.post("/{id}/resume", status_code=202, response_model=InversionPublic)
+@router.post(
+    "/{id}/resume", status_code=202, response_model=InversionPublic, responses=problems(409)
+)
 def resume_inversion(
     job: JobDep, response: Response, stores: StoresDep, celery: CeleryDep
 ) -> InversionPublic:
@@ -108,7 +118,7 @@ def resume_inversion(
     return _with_status_headers(response, resumed)
 
 
-@router.delete("/{id}", status_code=204)
+@router.delete("/{id}", status_code=204, responses=problems(409))
 def delete_inversion(job: JobDep, stores: StoresDep) -> Response:
     if job.state not in FINISHED_JOB_STATES:
         raise Conflict(f"job {job.id} is {job.state}: cancel it first")
@@ -150,42 +160,39 @@ async def follow_inversion(
             await asyncio.sleep(SSE_POLL_SECONDS)
 
 
-@router.get("/{id}/samples", response_model=SamplesPublic)
+@router.get("/{id}/samples", response_model=SamplesPublic, responses=problems(409))
 def list_samples(
     job: JobDep,
     request: Request,
     stores: StoresDep,
+    paging: SamplePaging,
     after: Annotated[
         int | None,
-        Query(ge=-1, description="Cursor: only samples with a larger index (see `next`)."),
+        Query(ge=-1, description="Cursor: only samples with a larger index (follow `next`)."),
     ] = None,
-    offset: Annotated[int, Query(ge=0, description="Samples to skip (after the cursor).")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     class_: Annotated[int | None, Query(alias="class", ge=0)] = None,
     min_confidence: Annotated[float, Query(ge=0, le=1)] = 0.0,
     max_confidence: Annotated[float, Query(ge=0, le=1)] = 1.0,
 ) -> SamplesPublic:
     """Samples with their confidences, in index order, filtered by target class and confidence
-    range. `count` is how many match; follow `next` for the following page."""
+    range. `count` is how many match; follow `next` (a cursor) for the following page."""
     table = samples.table(stores.artifacts, job)
     matching = table.select(class_, min_confidence, max_confidence)
-    start = offset + (
-        int(np.searchsorted(matching, after, side="right")) if after is not None else 0
-    )
-    page = matching[start : start + limit]
-    next_url = None
-    if start + limit < len(matching):
-        next_url = str(
-            request.url.include_query_params(after=int(page[-1])).remove_query_params("offset")
-        )
+    start = paging.offset
+    if after is not None:
+        start += int(np.searchsorted(matching, after, side="right"))
+    page = matching[start : start + paging.limit]
+    more = start + paging.limit < len(matching)
     return SamplesPublic(
         data=[samples.to_public(job, table.record(int(i))) for i in page],
         count=len(matching),
-        next=next_url,
+        next=paging.next_after(int(page[-1])) if more else None,
     )
 
 
-@router.post("/{id}/samples", status_code=202, response_model=InversionPublic)
+@router.post(
+    "/{id}/samples", status_code=202, response_model=InversionPublic, responses=problems(409, 429)
+)
 def sample_more(
     job: JobDep,
     response: Response,
@@ -201,17 +208,17 @@ def sample_more(
     return _with_status_headers(response, follow_up)
 
 
-PNG: dict[str, Any] = {"content": {"image/png": {}}}
+PNG = {**binary("image/png"), **problems(409)}
 
 
-@router.get("/{id}/samples/{index}.png", response_class=Response, responses={200: PNG})
+@router.get("/{id}/samples/{index}.png", response_class=Response, responses=PNG)
 def sample_image(job: JobDep, index: int, request: Request, stores: StoresDep) -> Response:
     return downloads.immutable(
         request, samples.sample_png(stores.artifacts, job, index), "image/png"
     )
 
 
-@router.get("/{id}/grid.png", response_class=Response, responses={200: PNG})
+@router.get("/{id}/grid.png", response_class=Response, responses=PNG)
 def grid_image(
     job: JobDep,
     request: Request,
@@ -220,11 +227,17 @@ def grid_image(
         str | None, Query(max_length=8000, description="Comma-separated class indices")
     ] = None,
     per_class: Annotated[
-        int, Query(ge=1, le=1000, description="Samples shown per class (the first ones)")
-    ] = 100,
+        int | None,
+        Query(
+            ge=1,
+            le=1000,
+            description="Samples shown per class (the first ones); default: up to 100, as many "
+            "as fit",
+        ),
+    ] = None,
 ) -> Response:
-    """The samples as a grid, one row per class (optionally only `classes`), at most
-    `samples.MAX_GRID_PIXELS` pixels."""
+    """The samples as a grid: each class under its name (optionally only `classes`), its
+    samples wrapped at 16 a row; at most `samples.MAX_GRID_PIXELS` pixels."""
     wanted = None
     if classes:
         try:
@@ -252,14 +265,17 @@ def _stored(
     )
 
 
-BINARY: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/octet-stream": {}}},
-    206: {"description": "The byte range asked for (`Range: bytes=…`)."},
-    304: {"description": "Not modified: the `If-None-Match` ETag matches."},
-}
+def stored_file(media_type: str) -> dict[int | str, dict[str, Any]]:
+    """The responses of a stored file's download: whole, a byte range, not modified."""
+    return {
+        **binary(media_type),
+        206: {"description": "The byte range asked for (`Range: bytes=…`)."},
+        304: {"description": "Not modified: `If-None-Match` names the file's ETag."},
+        **problems(409, 416),
+    }
 
 
-@router.get("/{id}/samples.zip", response_class=Response, responses=BINARY)
+@router.get("/{id}/samples.zip", response_class=Response, responses=stored_file("application/zip"))
 def samples_zip(job: JobDep, request: Request, stores: StoresDep) -> Response:
     """Every sample as PNG (`samples/000000.png`, …) with samples.json and metrics.json."""
     return _stored(
@@ -267,7 +283,10 @@ def samples_zip(job: JobDep, request: Request, stores: StoresDep) -> Response:
     )
 
 
-@router.get("/{id}/samples.npz", response_class=Response, responses=BINARY)
+NPZ = stored_file("application/octet-stream")
+
+
+@router.get("/{id}/samples.npz", response_class=Response, responses=NPZ)
 def samples_npz(job: JobDep, request: Request, stores: StoresDep) -> Response:
     """`x` (N×C×H×W uint8), `targets`, `predicted`, `confidence`."""
     return _stored(
@@ -276,13 +295,17 @@ def samples_npz(job: JobDep, request: Request, stores: StoresDep) -> Response:
     )  # fmt: skip
 
 
-@router.get("/{id}/metrics.json", response_class=Response)
+@router.get(
+    "/{id}/metrics.json",
+    response_class=Response,
+    responses={200: {"model": InversionMetrics}, **problems(409)},
+)
 def metrics_json(job: JobDep, request: Request, stores: StoresDep) -> Response:
     """Every metric, per class and overall (see the method notes)."""
     return _stored(job, request, stores, ArtifactName.METRICS_JSON, "application/json", None)
 
 
-@router.get("/{id}/dataset", response_class=Response, responses=BINARY)
+@router.get("/{id}/dataset", response_class=Response, responses=NPZ)
 def reject_class_dataset(job: JobDep, request: Request, stores: StoresDep) -> Response:
     """The counterfeits as a labelled reject-class training set (`.npz`: x, y = K, …)."""
     return _stored(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -17,6 +18,12 @@ from service.storage import JobStore
 
 router = APIRouter(tags=["metrics"])
 
+PROMETHEUS_TEXT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Prometheus text format.",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
 
 
@@ -58,7 +65,7 @@ class JobCollector(Collector):
         )  # fmt: skip
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses=PROMETHEUS_TEXT)
 def metrics(_: TenantDep, stores: StoresDep) -> Response:
     """Prometheus exposition of job figures over all tenants (any valid key may scrape)."""
     registry = CollectorRegistry(auto_describe=False)

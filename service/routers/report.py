@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 from service import report
 from service.dashboard.templating import inline_css, templates
 from service.deps import StoresDep
+from service.openapi import problems
 from service.routers.inversions import JobDep
 
 router = APIRouter(prefix="/inversions", tags=["inversions"])
@@ -47,7 +48,7 @@ def prefers_html(accept: str) -> bool:
 @router.get(
     "/{id}/report",
     response_model=report.ReportPublic,
-    responses={200: {"content": {"text/html": {}}}},
+    responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}, **problems(409)},
 )
 def read_report(
     job: JobDep,

@@ -116,6 +116,9 @@ class JobStore(Protocol):
 
     def count_keys(self, namespace: str) -> int: ...
 
+    def list_keys(self, namespace: str) -> builtins.list[tuple[str, str]]:
+        """Every (key, value) of a namespace, by key."""
+
     def delete_key(self, namespace: str, key: str) -> None: ...
 
     def close(self) -> None: ...

@@ -163,6 +163,10 @@ class RedisJobStore:
     def count_keys(self, namespace: str) -> int:
         return int(self._r.hlen(f"{self._p}keys:{namespace}"))
 
+    def list_keys(self, namespace: str) -> builtins.list[tuple[str, str]]:
+        pairs = self._r.hgetall(f"{self._p}keys:{namespace}")
+        return sorted((str(key), str(value)) for key, value in pairs.items())
+
     def delete_key(self, namespace: str, key: str) -> None:
         self._r.hdel(f"{self._p}keys:{namespace}", key)
 

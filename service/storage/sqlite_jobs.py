@@ -190,6 +190,12 @@ class SqliteJobStore:
         )
         return int(n)
 
+    def list_keys(self, namespace: str) -> builtins.list[tuple[str, str]]:
+        rows = self._conn().execute(
+            "SELECT key, value FROM keys WHERE namespace=? ORDER BY key", (namespace,)
+        )
+        return [(str(key), str(value)) for key, value in rows]
+
     def delete_key(self, namespace: str, key: str) -> None:
         self._conn().execute("DELETE FROM keys WHERE namespace=? AND key=?", (namespace, key))
 

@@ -297,3 +297,42 @@ def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) ->
 
     assert not problems, problems
     context.close()
+
+
+def test_api_docs_render_without_the_internet(browser: Any, tmp_path: Path) -> None:
+    """/docs (Swagger UI) and /redoc load their scripts and styles from the service itself:
+    with every other host blocked, they render every operation of the OpenAPI document. (ReDoc
+    asks for one decorative image elsewhere, its "by Redocly" badge; nothing else.)"""
+    from tests.conftest import LiveApi, clean_env
+
+    api = LiveApi(clean_env(C3_DATA_DIR=str(tmp_path / "data"))).start()
+    try:
+        document = httpx.get(f"{api.url}/openapi.json").json()
+        operations = sum(len(methods) for methods in document["paths"].values())
+        context = browser.new_context()
+        elsewhere: list[tuple[str, str]] = []
+
+        def only_this_service(route: Any) -> None:
+            if route.request.url.startswith(api.url):
+                route.continue_()
+            else:
+                elsewhere.append((route.request.resource_type, route.request.url))
+                route.abort()
+
+        context.route("**/*", only_this_service)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(f"{api.url}/docs")
+        page.wait_for_selector(".opblock")
+        assert page.locator(".opblock").count() == operations
+        assert page.locator(".opblock-tag").count() == len(document["tags"])
+        shot(page, "09-docs-offline")
+        assert not elsewhere, elsewhere
+        page.goto(f"{api.url}/redoc")
+        page.wait_for_selector("[data-section-id^='operation/']")
+        assert page.locator("[data-section-id^='operation/']").count() == operations
+        shot(page, "10-redoc-offline")
+        assert all(kind == "image" for kind, _ in elsewhere), elsewhere
+        context.close()
+    finally:
+        api.stop()

@@ -13,6 +13,7 @@ import torch
 
 from models.loading import load_classifier
 from service.exports import Manifest
+from service.images import LABEL_HEIGHT
 from service.storage.local_blobs import LocalArtifactStore
 from tests import factories
 from tests.e2e.conftest import ARCH, SHAPE, Service, classifier_bytes, decode_png
@@ -123,9 +124,9 @@ def test_sample_filters_pages_and_images(service: Service, finished: dict[str, A
     grid = decode_png(service.png(f"/inversions/{id}/grid.png"))
     two_rows = decode_png(service.png(f"/inversions/{id}/grid.png?classes=1,7"))
     assert grid.width == two_rows.width
-    pad = 2  # rows = classes, each row one image high plus the padding
+    pad = 2  # a block per class: its label, then its 4 samples in one row
     assert grid.height - pad == 5 * (two_rows.height - pad)
-    assert two_rows.height == 2 * (SHAPE[1] + pad) + pad
+    assert two_rows.height == 2 * (LABEL_HEIGHT + SHAPE[1] + pad) + pad
     assert service.request("GET", f"/inversions/{id}/grid.png?classes=x").status_code == 422
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import tempfile
+import warnings
+
 import pytest
 import torch
 from pydantic import ValidationError
 
+from models.audit import AuditHooks, Stopped, audit
 from models.classifier import LoadedClassifier
+from models.contracts.artifacts import Phase, Progress
 from models.contracts.inversion import (
     METHOD_DEFAULTS,
     RECIPE_DEFAULTS,
@@ -265,3 +272,36 @@ def test_classifier_stays_frozen_when_asked_to_train(classifier: LoadedClassifie
     classifier.train()
     assert not classifier.training
     assert not classifier.model.training
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_a_run_stopped_while_sampling_leaves_no_archive_open(
+    classifier: LoadedClassifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel between classes ends the audit at once: the half-written samples.npz is closed
+    and removed with its folder (no file handle for the garbage collector to complain about)."""
+    folders: list[str] = []
+    original = tempfile.TemporaryDirectory
+
+    def recorded(*args: object, **kwargs: object) -> tempfile.TemporaryDirectory[str]:
+        folder = original(*args, **kwargs)  # type: ignore[call-overload]
+        folders.append(folder.name)
+        return folder
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", recorded)
+    sampled: list[int] = []
+
+    def stop_after_a_class(progress: Progress) -> None:
+        if progress.phase == Phase.SAMPLING:
+            sampled.append(progress.step)
+
+    hooks = AuditHooks(
+        on_progress=stop_after_a_class, should_stop=lambda: len(sampled) > 0, progress_every_s=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an archive left open warns when collected
+        with pytest.raises(Stopped):
+            audit(classifier, InversionConfig.tiny(), samples_per_class=3, hooks=hooks)
+        gc.collect()
+    assert folders
+    assert not any(os.path.exists(f) for f in folders)

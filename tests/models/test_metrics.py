@@ -179,7 +179,7 @@ def test_a_run_is_measured_a_class_at_a_time_with_bounded_pairs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The audit adds one class of images at a time, in any order; the figures are those of
-    the whole set, and a class's pairwise figures use at most PAIRWISE_SAMPLE of its samples."""
+    the whole set, and a class's pairwise figures use at most FIGURE_SAMPLE of its samples."""
     import models.metrics as metrics_module
 
     classifier = LoadedClassifier(Fixed(), (1, 1, 4), ("left", "right"))
@@ -193,7 +193,7 @@ def test_a_run_is_measured_a_class_at_a_time_with_bounded_pairs(
         at = torch.nonzero(targets == k).flatten()
         builder.add_class(k, images[at], at)
     assert builder.finish().metrics == whole.metrics
-    monkeypatch.setattr(metrics_module, "PAIRWISE_SAMPLE", 3)
+    monkeypatch.setattr(metrics_module, "FIGURE_SAMPLE", 3)
     bounded = compute_metrics(classifier, images, targets).metrics
     first_three_left = images[targets == 0][:3]
     assert bounded.per_class["left"].pixel_diversity == pytest.approx(

@@ -50,7 +50,7 @@ def test_health_needs_no_key_and_readiness_checks_everything(api: TestClient) ->
 def test_loopback_without_keys_serves_the_local_tenant(api: TestClient) -> None:
     response = api.get("/classifiers")
     assert response.status_code == 200
-    assert response.json() == {"data": [], "count": 0}
+    assert response.json() == {"data": [], "count": 0, "next": None}
 
 
 def test_keys_required_once_configured(api: TestClient) -> None:

@@ -3,17 +3,21 @@ metrics. Jobs here are never picked up (no worker runs); tests/e2e runs them for
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
+from models.contracts.artifacts import ArtifactName, SamplesArrays
 from models.contracts.cost import CostProfile
 from models.contracts.inversion import RECIPE_DEFAULTS
 from service.app import create_app
 from service.records import JobParams, Record, UploadState
 from service.settings import ServiceSettings
-from service.storage import Stores, open_stores
+from service.storage import Stores, keys, open_stores
 from tests import records
 from tests.service.test_uploads import problem
 
@@ -259,12 +263,46 @@ def test_the_grid_is_bounded_and_says_what_fits(api: TestClient) -> None:
         done = records.seed_job(opened, classifier, per_class=30, reference=False)
     finally:
         opened.close()
-    too_big = problem(api.get(f"/inversions/{done.id}/grid.png"), 422)  # 5 × 30 of 512×512
+    url = f"/inversions/{done.id}/grid.png"
+    too_big = problem(api.get(url, params={"per_class": 30}), 422)  # 5 × 30 of 512×512
     assert "megapixels" in too_big["detail"]
     per_class = int(too_big["detail"].rsplit("per_class=", 1)[1].rstrip(")"))
-    fits = api.get(f"/inversions/{done.id}/grid.png", params={"per_class": per_class})
+    fits = api.get(url, params={"per_class": per_class})
     assert fits.status_code == 200
-    assert problem(api.get(f"/inversions/{done.id}/grid.png?per_class=0"), 422)
+    assert api.get(url).content == fits.content  # by default, as many as fit
+    assert problem(api.get(f"{url}?per_class=0"), 422)
+
+
+def test_the_grid_wraps_each_class_under_its_name(api: TestClient) -> None:
+    from service.images import LABEL_HEIGHT
+
+    opened = stores_of(api)
+    try:
+        classifier = records.seed_classifier(opened, side=8, classes=10)
+        done = records.seed_job(opened, classifier, classes=[2, 5, 7], per_class=40)
+        pixels = SamplesArrays.from_npz(
+            opened.artifacts.get(keys.job_artifact(done.tenant, done.id, ArtifactName.SAMPLES_NPZ))
+        ).x
+    finally:
+        opened.close()
+    grid = np.asarray(Image.open(io.BytesIO(api.get(f"/inversions/{done.id}/grid.png").content)))
+    tile, rows, block = 8 + 2, 3, LABEL_HEIGHT + 3 * (8 + 2)  # 40 samples: 16 + 16 + 8 a row
+    assert grid.shape == (3 * block - 2 + 4, 16 * tile - 2 + 4)
+    for b, cls in enumerate([2, 5, 7]):
+        top = 2 + b * block
+        label = grid[top : top + LABEL_HEIGHT, 2:]
+        assert (label < 128).sum() > 10, f"no label drawn for class {cls}"
+        for i in (0, 15, 16, 39):  # first, end of a row, start of the next, last
+            row, column = divmod(i, 16)
+            y, x = top + LABEL_HEIGHT + row * tile, 2 + column * tile
+            assert (grid[y : y + 8, x : x + 8] == pixels[b * 40 + i][0]).all(), (cls, i)
+        empty = grid[top + LABEL_HEIGHT + (rows - 1) * tile :, 2 + 8 * tile :][:8, :]
+        assert (empty == 255).all()  # the last row of 8 leaves the rest white
+    two = api.get(f"/inversions/{done.id}/grid.png", params={"per_class": 4, "classes": "5,7"})
+    assert Image.open(io.BytesIO(two.content)).size == (
+        4 * tile - 2 + 4,
+        2 * (LABEL_HEIGHT + tile) - 2 + 4,
+    )
 
 
 def test_reference_labels_must_be_the_classifiers_classes(api: TestClient, classifier: str) -> None:
