@@ -190,7 +190,7 @@ TERMS: dict[str, Term] = {
     ),
     "section.per_class": Term(
         "Per class",
-        "The figures for each class (hover a column for its meaning): a class with a low "
+        "The figures for each class (each column is explained under the table): a class with a low "
         "confident share was harder to counterfeit.",
     ),
     "section.curves": Term(
