@@ -47,6 +47,19 @@ def _pages(page: int, count: int, per_page: int) -> tuple[int, int]:
     return min(max(page, 1), pages), pages
 
 
+def _preselected_dataset(
+    form: dict[str, str], newest_first: list[DatasetRecord], ready: list[ClassifierRecord]
+) -> str:
+    """The reference set the start form offers: the one sent back, else the newest ready one
+    whose images fit the classifier the form preselects (without one the distinctness and
+    detector figures would silently go missing)."""
+    if "dataset_id" in form:
+        return form["dataset_id"]
+    chosen = next((c for c in ready if c.id == form.get("classifier_id")), None)
+    shape = (chosen or ready[0]).input_shape if ready else None
+    return next((d.id for d in newest_first if d.input_shape == shape), "")
+
+
 def _jobs_page(
     request: Request,
     stores: Stores,
@@ -68,6 +81,7 @@ def _jobs_page(
         limit=JOBS_PER_PAGE,
     )
     classifiers = stores.jobs.list(ClassifierRecord, tenant=tenant).items
+    ready = [c for c in classifiers if c.state == UploadState.READY]
     datasets = sorted(
         stores.jobs.list(DatasetRecord, tenant=tenant, state=UploadState.READY).items,
         key=lambda d: d.created_at,
@@ -86,13 +100,9 @@ def _jobs_page(
         page=page,
         pages=max(1, math.ceil(listed.count / JOBS_PER_PAGE)),
         classifier_names={c.id: c.name for c in classifiers},
-        ready_classifiers=[c for c in classifiers if c.state == UploadState.READY],
+        ready_classifiers=ready,
         datasets=datasets,
-        chosen_dataset=form["dataset_id"]
-        if "dataset_id" in form
-        else datasets[0].id
-        if datasets
-        else "",
+        chosen_dataset=_preselected_dataset(form, datasets, ready),
         defaults=defaults,
         shown_defaults=by_method.get(form.get("recipe", ""), by_method["adaptive"]),
         filter_classifier=classifier_id,

@@ -368,10 +368,10 @@ def test_cancel_from_the_job_page(
 def test_start_form_tells_the_real_defaults_and_picks_the_newest_reference_set(
     api: TestClient, stores: Stores, classifier: ClassifierRecord
 ) -> None:
-    older, newer = dataset_record(), dataset_record()
-    older.created_at, newer.created_at = 1.0, 2.0
-    stores.jobs.create(newer)
-    stores.jobs.create(older)
+    older, newer, colour = dataset_record(), dataset_record(), dataset_record(shape=(3, 8, 8))
+    older.created_at, newer.created_at, colour.created_at = 1.0, 2.0, 3.0
+    for record in (newer, older, colour):  # colour: the newest, not the classifier's images
+        stores.jobs.create(record)
     stores.jobs.create(dataset_record(state=UploadState.VALIDATING))  # not ready: not offered
     html = page(api, "/dashboard/jobs")
     form = re.search(r'<form method="post" action="/dashboard/jobs"(.*?)</form>', html, re.S)
@@ -384,7 +384,7 @@ def test_start_form_tells_the_real_defaults_and_picks_the_newest_reference_set(
     assert f'placeholder="{blank.batch_size}"' in form[1]
     assert 'name="w_spread" type="number" step="any" min="0" value="" placeholder="1"' in form[1]
     options = re.findall(r'<option value="(ds_\w+)" ?(selected)?', form[1])
-    assert options == [(newer.id, "selected"), (older.id, "")]
+    assert options == [(colour.id, ""), (newer.id, "selected"), (older.id, "")]
     # a form sent back keeps the choice, "none" included, and the chosen method's defaults
     again = form_post(api, "/dashboard/jobs", start_form(classifier.id, method="pixel",
                                                          classes="99", dataset_id=""))  # fmt: skip
