@@ -208,7 +208,18 @@ def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) ->
 
     # Start a c3 job from the form and watch it on the jobs list.
     page.goto(f"{service.url}/dashboard/jobs")
-    page.select_option("select[name=dataset_id]", dataset_id)
+    # The newest fitting reference set is preselected; placeholders follow method and recipe.
+    assert page.eval_on_selector("select[name=dataset_id]", "s => s.value") == dataset_id
+    steps = page.locator("input[name=steps]")
+    assert steps.get_attribute("placeholder") == "3000"  # c3, adaptive: a budget
+    page.select_option("select[name=method]", "pixel")
+    assert steps.get_attribute("placeholder") == "200"
+    assert page.get_attribute("input[name=batch_size]", "placeholder") == "250"
+    page.select_option("select[name=method]", "c3")
+    page.select_option("select[name=recipe]", "paper")
+    assert steps.get_attribute("placeholder") == "500"
+    assert page.get_attribute("input[name=w_spread]", "placeholder") == "0"
+    page.select_option("select[name=recipe]", "adaptive")
     page.fill("input[name=samples_per_class]", "8")
     page.fill("input[name=steps]", str(C3_STEPS))
     page.fill("input[name=seed]", "1")
@@ -381,6 +392,7 @@ def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) ->
     assert page.locator("main section.card").first.get_attribute("id") == "verdict"
     assert page.locator("#verdict li.light").count() == 4
     shot(page, "08-report")
+    assert_fits(page, "the report on a 1400 px screen", width=1400)
     assert_fits(page, "the report on A4", width=794, media="print")
     shot(page, "08b-report-print")
 
