@@ -12,7 +12,7 @@ from celery import Celery
 
 from models.contracts.cost import estimate_job_memory
 from models.contracts.inversion import InversionConfig
-from service import quotas
+from service import quotas, read_cache
 from service.background import publish_task
 from service.errors import Conflict, InvalidField, Unavailable
 from service.records import (
@@ -30,7 +30,7 @@ from service.records import (
 )
 from service.schemas import InversionCreate, SamplingCreate
 from service.settings import ServiceSettings
-from service.storage import JobStore, Stores
+from service.storage import JobStore, Stores, keys
 from service.storage.base import R
 
 IDEMPOTENCY = "idempotency"
@@ -252,6 +252,39 @@ def resume(store: JobStore, job: JobRecord) -> JobRecord:
             f"job {job.id} is {job.state}: only a cancelled or failed inversion job can be resumed"
         )
     return updated
+
+
+def resume_and_enqueue(stores: Stores, celery: Celery, job: JobRecord) -> JobRecord:
+    """Resume a cancelled or failed job and publish it again (the API and the dashboard)."""
+    resumed = resume(stores.jobs, job)
+    enqueue(stores, celery, resumed, new=False)
+    return resumed
+
+
+def draw_more(
+    stores: Stores,
+    celery: Celery,
+    settings: ServiceSettings,
+    parent: JobRecord,
+    body: SamplingCreate,
+) -> JobRecord:
+    """Start a follow-up job drawing new samples from `parent`'s trained generator."""
+    quotas.check_jobs(stores.jobs, settings, parent.tenant)
+    follow_up = new_sampling_job(settings, parent, body)
+    enqueue(stores, celery, follow_up)
+    return follow_up
+
+
+def delete_job(stores: Stores, job: JobRecord) -> None:
+    """Delete a finished job: its files, cached reads, events and record."""
+    if job.state not in FINISHED_JOB_STATES:
+        raise Conflict(f"job {job.id} is {job.state}: cancel it first")
+    # Files first: that frees space even when the disk is full, and a crash in between leaves a
+    # record whose files read as gone (and can be deleted again), never files without a record.
+    stores.artifacts.delete_prefix(keys.job_prefix(job.tenant, job.id))
+    read_cache.cache.forget(job.id)
+    stores.jobs.delete_events(events_stream(job.id))
+    stores.jobs.delete(JobRecord, job.id)
 
 
 def enqueue(stores: Stores, celery: Celery, job: JobRecord, *, new: bool = True) -> None:

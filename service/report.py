@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,7 +20,10 @@ from pydantic import BaseModel, Field
 from models.contracts.artifacts import ArtifactName, AuditFigures, EvasionTable, InversionMetrics
 from models.contracts.verdict import Verdict
 from service import plots, samples
+from service.effective import active_weights, job_settings
 from service.errors import Conflict
+from service.findings import findings
+from service.glossary import Term, label_of, meaning, term
 from service.images import to_png
 from service.read_cache import cache
 from service.records import (
@@ -38,13 +42,6 @@ REPORT_GRID_PER_CLASS = 8
 REPORT_GRID_CLASSES = 100
 """Classes whose samples the HTML report inlines: the page stays a few megabytes whatever the
 job (the rest are in the downloads)."""
-
-DETECTOR_LABELS = {
-    "max-softmax": "Max softmax (MSP)",
-    "energy": "Energy",
-    "mahalanobis": "Mahalanobis (features)",
-    "knn": "k-NN feature distance",
-}
 
 
 def job_metrics(artifacts: ArtifactStore, job: JobRecord) -> InversionMetrics:
@@ -76,33 +73,8 @@ def job_report_figures(artifacts: ArtifactStore, job: JobRecord) -> AuditFigures
 # --- metric tables ----------------------------------------------------------------------------
 # metrics.json is models.contracts.artifacts.InversionMetrics: `overall` and `per_class` (by
 # class name) hold ClassMetrics figures, `cost` the training and sampling cost. Figures are
-# shown under the labels below (an unknown key is shown under its own name), None as "—".
+# shown under their glossary labels (service.glossary), None as "—".
 
-LABELS = {
-    "count": "Samples",
-    "mean_confidence": "Mean confidence p_y",
-    "confident_share": "Confident (p_y ≥ 0.99)",
-    "argmax_accuracy": "Classified as target",
-    "msp_auroc": "AUROC by max softmax",
-    "knn_feature_auroc": "AUROC by k-NN features",
-    "knn_pixel_auroc": "AUROC by k-NN pixels",
-    "nn_distance": "Nearest-real L2, counterfeits",
-    "reference_nn_distance": "Nearest-real L2, real",
-    "train_nn_distance": "Nearest-training L2, counterfeits",
-    "reference_train_nn_distance": "Nearest-training L2, real",
-    "pixel_diversity": "Within-class L2, counterfeits",
-    "reference_pixel_diversity": "Within-class L2, real",
-    "feature_cosine": "Within-class feature cosine, counterfeits",
-    "reference_feature_cosine": "Within-class feature cosine, real",
-    "mean_reference_confidence": "Mean max softmax, real",
-    "collapsed": "Collapsed to one pattern",
-    "cost.train_seconds": "Training time (s)",
-    "cost.steps": "Training steps",
-    "cost.sample_seconds": "Sampling time (s)",
-    "cost.samples_per_second": "Samples per second",
-    "cost.device": "Device",
-    "reference_size": "Reference images",
-}
 GROUPS = {
     "Confidence": ("count", "mean_confidence", "confident_share", "argmax_accuracy",
                    "mean_reference_confidence"),
@@ -117,12 +89,10 @@ GROUPS = {
 """How the overall figures are laid out (method.md, "What a result must show")."""
 SHARE_KEYS = ("confident_share", "argmax_accuracy")
 """Figures shown as percentages (and compared in percentage points)."""
+IDENTIFIER_KEYS = ("seed",)
+"""Integers that name something rather than count it: printed without thousands separators."""
 CONFIDENT_SHARE = "confident_share"
 """The overall figure the jobs list shows: share of counterfeits at p_y ≥ 0.99."""
-
-
-def label_of(key: str) -> str:
-    return LABELS.get(key) or key.replace("_", " ").replace(".", ": ")
 
 
 def is_share(key: str) -> bool:
@@ -148,7 +118,7 @@ def fmt(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
-        return f"{value:,}"
+        return str(value) if key in IDENTIFIER_KEYS else f"{value:,}"
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
@@ -160,12 +130,18 @@ def fmt(key: str, value: Any) -> str:
     return str(value)
 
 
-def fmt_delta(key: str, delta: float) -> str:
-    if not math.isfinite(delta):
+def fmt_delta(key: str, delta: float, base: float) -> str:
+    """`delta` against `base` to the precision `base` is shown with (four significant
+    digits), so a difference too small to see in the figures reads "±0", never `-1.685e-05`."""
+    if not math.isfinite(delta) or not math.isfinite(base):
         return ""
     if is_share(key):
-        return f"{delta * 100:+.1f} pp"
-    return f"{delta:+.4g}"
+        points = round(delta * 100, 1)
+        return "±0 pp" if points == 0 else f"{points:+.1f} pp"
+    magnitude = max(abs(base), abs(base + delta))
+    decimals = 0 if magnitude >= 1000 else max(0, 3 - math.floor(math.log10(magnitude or 1.0)))
+    rounded = round(delta, decimals)
+    return "±0" if rounded == 0 else f"{rounded:+,.{decimals}f}"
 
 
 @dataclass(frozen=True)
@@ -174,8 +150,8 @@ class Table:
     rows: list[tuple[str, list[Any]]]  # (row label, raw values per column)
 
     @property
-    def headers(self) -> list[str]:
-        return [label_of(c) for c in self.columns]
+    def terms(self) -> list[Term]:
+        return [term(c) for c in self.columns]
 
     def formatted(self) -> list[tuple[str, list[str]]]:
         return [
@@ -195,34 +171,26 @@ def overall_figures(metrics: InversionMetrics, *, keep_empty: bool = False) -> d
     return {k: v for k, v in figures.items() if keep_empty or v is not None}
 
 
-def grouped_figures(figures: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
+Figure = tuple[str, str, str]
+"""(label, formatted value, what it means)."""
+
+
+def grouped_figures(figures: dict[str, Any]) -> list[tuple[str, list[Figure]]]:
     """Figures in the groups of GROUPS (known order), then any other figure under "Other"."""
+
+    def row(key: str) -> Figure:
+        return (label_of(key), fmt(key, figures[key]), meaning(key))
+
     out = []
     for group, members in GROUPS.items():
-        rows = [(label_of(k), fmt(k, figures[k])) for k in members if k in figures]
+        rows = [row(k) for k in members if k in figures]
         if rows:
             out.append((group, rows))
     known = {k for members in GROUPS.values() for k in members}
-    other = [(label_of(k), fmt(k, v)) for k, v in figures.items() if k not in known]
+    other = [row(k) for k in figures if k not in known]
     if other:
         out.append(("Other", other))
     return out
-
-
-def _setting(value: Any) -> str:
-    if value is None:
-        return "default"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return ", ".join(f"{k} = {v}" for k, v in value.items())
-    return str(value)
-
-
-def settings_rows(settings: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(k.replace("_", " "), _setting(v)) for k, v in settings.items()]
 
 
 def per_class_table(metrics: InversionMetrics, class_names: list[str]) -> Table:
@@ -277,11 +245,23 @@ class Curves:
     losses: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     confident_share: list[tuple[float, float]] = field(default_factory=list)
 
-    def panels(self) -> list[Markup]:
-        names = sorted(self.losses, key=lambda n: (n != "total", n))
+    def panels(self, active: Collection[str] | None = None) -> list[Markup]:
+        """A panel per loss term in `active` (the terms with weight ≠ 0; all when None) plus
+        the total, a term whose curve repeats another's (kl = ce under one-hot targets)
+        sharing its panel, then the confident share."""
+        names = sorted(
+            (n for n in self.losses if active is None or n == "total" or n in active),
+            key=lambda n: (n != "total", n),
+        )
+        titles: dict[str, list[str]] = {}
+        for name in names:
+            same = next((t for t in titles if self.losses[t] == self.losses[name]), None)
+            titles.setdefault(same or name, []).append(name)
         out = [
-            plots.line_panel_svg(f"loss: {name}", self.losses[name], colour=plots.PALETTE[i])
-            for i, name in enumerate(names)
+            plots.line_panel_svg(
+                "loss: " + " = ".join(shown), self.losses[first], colour=plots.PALETTE[i]
+            )
+            for i, (first, shown) in enumerate(titles.items())
         ]
         if self.confident_share:
             out.append(
@@ -293,6 +273,12 @@ class Curves:
                 )
             )
         return out
+
+
+def job_curves(store: JobStore, job: JobRecord) -> list[Markup]:
+    """The job's training curves: its active loss terms and the confident share."""
+    active = active_weights(job.params.config(job.method))
+    return training_curves(store, job).panels(active)
 
 
 def training_events(store: JobStore, job_id: str) -> list[ProgressEvent]:
@@ -481,7 +467,8 @@ def evasion_rows(ood: EvasionTable | None) -> list[dict[str, Any]]:
     return [
         {
             "name": d.name,
-            "label": DETECTOR_LABELS.get(d.name, d.name),
+            "label": label_of(f"detector.{d.name}"),
+            "meaning": meaning(f"detector.{d.name}"),
             "accepted": _or_dash(d.accepted_share, ".1%"),
             "auroc": _or_dash(d.auroc, ".3f"),
             "threshold": _or_dash(d.threshold, ".4g"),
@@ -495,7 +482,7 @@ def evasion_bars(ood: EvasionTable | None) -> Markup | None:
         return None
     return plots.bars_svg(
         [
-            (DETECTOR_LABELS.get(d.name, d.name), d.accepted_share)
+            (label_of(f"detector.{d.name}"), d.accepted_share)
             for d in ood.detectors
             if math.isfinite(d.accepted_share)
         ],
@@ -515,10 +502,13 @@ def report_context(stores: Stores, job: JobRecord) -> dict[str, Any]:
         "overall": grouped_figures(overall),
         "per_class": per_class_table(metrics, job.class_names),
         "histogram": plots.histogram_svg(job_histogram(stores.artifacts, job)),
-        "curves": training_curves(stores.jobs, job).panels(),
+        "curves": job_curves(stores.jobs, job),
         "grid": inlined_grid(stores.artifacts, job),
         "evasion": evasion_rows(report.ood),
         "evasion_bars": evasion_bars(report.ood),
         "class_names": job.class_names,
-        "settings": settings_rows(report.settings.model_dump()),
+        "settings": job_settings(job),
+        "findings": findings(
+            metrics.overall, report.ood, metrics.confident_threshold, method=job.method
+        ),
     }

@@ -88,6 +88,11 @@ ZYGOTE = [sys.executable, "-c", "from worker.sandbox import zygote; zygote()"]
 than the ones the checks raise."""
 
 
+def _project_root() -> Path:
+    """The folder holding this code's `worker` and `models` packages."""
+    return Path(__file__).resolve().parent.parent
+
+
 def _readable_roots() -> list[Path]:
     """What the zygote must read: the interpreter, the environment, the project's code."""
     roots = {Path(sys.base_prefix), Path(sys.prefix)}
@@ -138,8 +143,10 @@ class Sandbox:
 
     def _zygote(self) -> tuple[subprocess.Popen[bytes], _Lines]:
         if self._proc is None or self._proc.poll() is not None or self._lines is None:
+            # PYTHONPATH: the zygote imports the very code its parent runs (a git worktree's),
+            # not whatever an editable install of the environment points to.
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1",
-                   "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+                   "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(_project_root())}  # fmt: skip
             self._proc = subprocess.Popen(
                 self._command(),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd="/",

@@ -120,20 +120,23 @@ class Verdict(_Frozen):
             lines.append(f"All measured targets met (not measured without real images: {names}).")
         else:
             for check in self.missed:
+                share = _is_share(check.name)
                 lines.append(
-                    f"Missed: {check.description}: {_fmt(check.value)} "
-                    f"(target {check.comparison} {_fmt(check.target)})."
+                    f"Missed: {check.description}: {_fmt(check.value, share)} "
+                    f"(target {check.comparison} {_fmt(check.target, share)})."
                 )
             by_target: dict[str, list[ClassShortfall]] = {}
             for item in self.missed_classes:
                 by_target.setdefault(item.target, []).append(item)
             for target, items in by_target.items():
                 shown = ", ".join(
-                    f"{i.class_name} {_fmt(i.value)} ({_fmt(i.shortfall)} short)"
+                    f"{i.class_name} {_fmt(i.value, _is_share(target))} "
+                    f"({_fmt(i.shortfall, _is_share(target))} short)"
                     for i in sorted(items, key=lambda i: -i.shortfall)[:10]
                 )
                 more = f" and {len(items) - 10} more" if len(items) > 10 else ""
-                lines.append(f"Classes under {_DESCRIPTIONS[target]}: {shown}{more}.")
+                what = _DESCRIPTIONS[target].format(confidence=f"{self.targets.confidence:g}")
+                lines.append(f"Classes under {what}: {shown}{more}.")
         if self.training is not None:
             lines.append(_stop_sentence(self.training))
         lines += [f"Try: {s}" for s in self.suggestions]
@@ -150,10 +153,15 @@ _DESCRIPTIONS = {
 }
 
 
-def _fmt(value: float | None) -> str:
+def _is_share(name: str) -> bool:
+    """Shares read as percentages; ratios and AUROCs as plain numbers."""
+    return name.endswith("share")
+
+
+def _fmt(value: float | None, share: bool = True) -> str:
     if value is None:
         return "not measured"
-    if 0.0 <= value <= 1.0:
+    if share and 0.0 <= value <= 1.0:
         return f"{100 * value:.1f}%"
     return f"{value:.2f}"
 

@@ -13,16 +13,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from service import downloads, plots, report, samples
 from service.dashboard.session import PageTenant, SameOrigin, page_router
 from service.dashboard.templating import render
-from service.dashboard.views import (
-    WEIGHT_NAMES,
-    confident_share,
-    given_weights,
-    inversion_from_form,
-)
+from service.dashboard.views import WEIGHT_NAMES, confident_share, inversion_from_form
 from service.deps import CeleryDep, SettingsDep, StoresDep
+from service.effective import defaults_table, job_settings
 from service.errors import Problem
+from service.findings import findings
 from service.images import grid_png
-from service.jobs import cancel, start_job
+from service.jobs import cancel, delete_job, draw_more, resume_and_enqueue, start_job
 from service.read_cache import cache
 from service.records import (
     FINISHED_JOB_STATES,
@@ -32,8 +29,9 @@ from service.records import (
     JobState,
     UploadState,
 )
-from service.registry import get_owned
+from service.registry import get_owned, parse_form
 from service.sample_table import SampleTable
+from service.schemas import SamplingCreate
 from service.storage import ArtifactStore, Stores
 
 router = page_router()
@@ -47,6 +45,19 @@ STRIP_SAMPLES = 12  # thumbnails in a class's strip
 def _pages(page: int, count: int, per_page: int) -> tuple[int, int]:
     pages = max(1, math.ceil(count / per_page))
     return min(max(page, 1), pages), pages
+
+
+def _preselected_dataset(
+    form: dict[str, str], newest_first: list[DatasetRecord], ready: list[ClassifierRecord]
+) -> str:
+    """The reference set the start form offers: the one sent back, else the newest ready one
+    whose images fit the classifier the form preselects (without one the distinctness and
+    detector figures would silently go missing)."""
+    if "dataset_id" in form:
+        return form["dataset_id"]
+    chosen = next((c for c in ready if c.id == form.get("classifier_id")), None)
+    shape = (chosen or ready[0]).input_shape if ready else None
+    return next((d.id for d in newest_first if d.input_shape == shape), "")
 
 
 def _jobs_page(
@@ -70,7 +81,15 @@ def _jobs_page(
         limit=JOBS_PER_PAGE,
     )
     classifiers = stores.jobs.list(ClassifierRecord, tenant=tenant).items
-    datasets = stores.jobs.list(DatasetRecord, tenant=tenant, state=UploadState.READY).items
+    ready = [c for c in classifiers if c.state == UploadState.READY]
+    datasets = sorted(
+        stores.jobs.list(DatasetRecord, tenant=tenant, state=UploadState.READY).items,
+        key=lambda d: d.created_at,
+        reverse=True,
+    )
+    form = form or {}
+    defaults = defaults_table()
+    by_method = defaults.get(form.get("method", ""), defaults["c3"])
     return render(
         request,
         "jobs.html",
@@ -81,16 +100,20 @@ def _jobs_page(
         page=page,
         pages=max(1, math.ceil(listed.count / JOBS_PER_PAGE)),
         classifier_names={c.id: c.name for c in classifiers},
-        ready_classifiers=[c for c in classifiers if c.state == UploadState.READY],
+        ready_classifiers=ready,
         datasets=datasets,
+        chosen_dataset=_preselected_dataset(form, datasets, ready),
+        defaults=defaults,
+        shown_defaults=by_method.get(form.get("recipe", ""), by_method["adaptive"]),
         filter_classifier=classifier_id,
         filter_state=state,
         states=[s.value for s in JobState],
         weight_names=WEIGHT_NAMES,
         confident_share=confident_share,
         error=error,
-        form=form or {},
+        form=form,
         idempotency_key=secrets.token_urlsafe(16),
+        deleted=request.query_params.get("deleted"),
     )
 
 
@@ -141,6 +164,33 @@ def cancel_job(job: PageJob, stores: StoresDep) -> Response:
     return RedirectResponse(f"/dashboard/jobs/{job.id}", status_code=303)
 
 
+@router.post("/jobs/{id}/resume", dependencies=[SameOrigin])
+def resume_job(job: PageJob, stores: StoresDep, celery: CeleryDep) -> Response:
+    resume_and_enqueue(stores, celery, job)
+    return RedirectResponse(f"/dashboard/jobs/{job.id}", status_code=303)
+
+
+@router.post("/jobs/{id}/delete", dependencies=[SameOrigin])
+def delete_job_form(job: PageJob, stores: StoresDep) -> Response:
+    delete_job(stores, job)
+    return RedirectResponse(f"/dashboard/jobs?deleted={job.id}", status_code=303)
+
+
+@router.post("/jobs/{id}/samples", response_class=HTMLResponse, dependencies=[SameOrigin])
+async def draw_more_form(
+    request: Request, job: PageJob, stores: StoresDep, celery: CeleryDep, settings: SettingsDep
+) -> Response:
+    """The job page's "draw more samples" form: a follow-up sampling job (no training)."""
+    form = {k: str(v).strip() for k, v in (await request.form()).items()}
+    fields: dict[str, Any] = {k: form[k] for k in ("samples_per_class", "seed") if form.get(k)}
+    fields["sample_dropout"] = form.get("sample_dropout") == "on"
+    try:
+        follow_up = draw_more(stores, celery, settings, job, parse_form(SamplingCreate, fields))
+    except Problem as exc:
+        return _job_page(request, job, stores, status=exc.status, error=exc.detail, form=form)
+    return RedirectResponse(f"/dashboard/jobs/{follow_up.id}", status_code=303)
+
+
 @router.get("/jobs/{id}", response_class=HTMLResponse)
 def job_page(
     request: Request,
@@ -148,17 +198,32 @@ def job_page(
     stores: StoresDep,
     classes_page: Annotated[int, Query(ge=1)] = 1,
 ) -> HTMLResponse:
+    return _job_page(request, job, stores, classes_page=classes_page)
+
+
+def _job_page(
+    request: Request,
+    job: JobRecord,
+    stores: Stores,
+    *,
+    classes_page: int = 1,
+    status: int = 200,
+    error: str | None = None,
+    form: dict[str, str] | None = None,
+) -> HTMLResponse:
     classifier = stores.jobs.get(ClassifierRecord, job.classifier_id)
     dataset = stores.jobs.get(DatasetRecord, job.dataset_id) if job.dataset_id else None
     context: dict[str, Any] = {
         "nav": "jobs",
         "job": job,
-        "weights": given_weights(job),
+        "settings": job_settings(job),
         "classifier": classifier if classifier and classifier.tenant == job.tenant else None,
         "dataset": dataset if dataset and dataset.tenant == job.tenant else None,
-        "curves": report.training_curves(stores.jobs, job).panels(),
+        "curves": report.job_curves(stores.jobs, job),
         "finished": job.state in FINISHED_JOB_STATES,
         "confident_share": confident_share(job),
+        "error": error,
+        "form": form or {},
     }
     if job.state == JobState.SUCCEEDED:
         metrics = report.job_metrics(stores.artifacts, job)
@@ -175,11 +240,14 @@ def job_page(
             "evasion": report.evasion_rows(ood),
             "evasion_bars": report.evasion_bars(ood),
             "ood": ood,
+            "findings": findings(
+                metrics.overall, ood, metrics.confident_threshold, method=job.method
+            ),
             "shown_classes": shown,
             "classes_page": classes_page,
             "classes_pages": pages,
         }
-    return render(request, "job.html", **context)
+    return render(request, "job.html", status, **context)
 
 
 def sorted_by(table: SampleTable, indices: np.ndarray, sort: str) -> np.ndarray:

@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from service.auth import SESSION_COOKIE
 from service.dashboard.views import PHASES, overall_fraction
+from service.glossary import term
 
 HERE = Path(__file__).resolve().parent.parent
 TEMPLATES = HERE / "templates"
@@ -26,6 +27,18 @@ CSP = (
     "script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
     "base-uri 'none'"
 )
+
+
+def duration(seconds: float | None) -> str:
+    """A time span as people say it: "45 s", "3 min 20 s", "2 h 5 min"."""
+    if seconds is None or seconds < 0:
+        return "—"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
 
 
 def _fmt_time(ts: float | None) -> str:
@@ -48,8 +61,9 @@ def templates() -> Jinja2Templates:
         "pct": lambda v: "—" if v is None else f"{v:.1%}",
         "prob": lambda v: f"{v:.4f}" if v < 0.9999 else f"{v:.6f}",
         "tojson_attr": lambda v: json.dumps(v, separators=(",", ":")),
+        "duration": duration,
     }
-    env.globals |= {"phases": PHASES, "overall_fraction": overall_fraction}
+    env.globals |= {"phases": PHASES, "overall_fraction": overall_fraction, "term": term}
     return Jinja2Templates(env=env)
 
 

@@ -9,7 +9,9 @@ from typing import Any
 from models.contracts.artifacts import Phase
 from models.contracts.inversion import LossWeights
 from service import report
+from service.effective import job_settings
 from service.errors import InvalidField
+from service.glossary import label_of, meaning
 from service.records import JobRecord, JobState
 from service.registry import parse_form
 from service.schemas import InversionCreate
@@ -47,12 +49,6 @@ def confident_share(job: JobRecord) -> float | None:
     return job.progress.confident_share if job.progress is not None else None
 
 
-def given_weights(job: JobRecord) -> dict[str, float]:
-    """The loss weights the job's request set (the rest are the method's preset)."""
-    weights = job.params.loss_weights
-    return {} if weights is None else weights.model_dump(include=weights.model_fields_set)
-
-
 def inversion_from_form(form: dict[str, str]) -> InversionCreate:
     """The start form's fields as a request: blanks take the defaults, `classes` is a list
     like "0, 3, 7", loss weights come as `w_<name>`."""
@@ -76,7 +72,8 @@ def inversion_from_form(form: dict[str, str]) -> InversionCreate:
 
 
 def compare_rows(figures: list[dict[str, Any]]) -> list[Any]:
-    """Rows of (label, [(value, delta vs the first job), ...]) over every figure any job has."""
+    """Rows of (label, meaning, [(value, delta vs the first job), ...]) over every figure any
+    job has."""
     keys_in_order: list[str] = []
     for f in figures:
         keys_in_order += [k for k in f if k not in keys_in_order]
@@ -94,20 +91,12 @@ def compare_rows(figures: list[dict[str, Any]]) -> list[Any]:
                 and isinstance(b, int | float)
                 and not isinstance(value, bool)
             ):
-                delta = report.fmt_delta(key, float(value) - float(b))
+                delta = report.fmt_delta(key, float(value) - float(b), float(b))
             cells.append((report.fmt(key, value), delta))
-        rows.append((report.label_of(key), cells))
+        rows.append((label_of(key), meaning(key), cells))
     return rows
 
 
 def compare_settings(job: JobRecord) -> dict[str, Any]:
-    """A job's settings as one row of the compare view."""
-    params = job.params.model_dump(exclude={"classes", "loss_weights"})
-    return {
-        "classifier": job.classifier_id,
-        "method": job.method,
-        "kind": job.kind,
-        **params,
-        "loss_weights": given_weights(job) or None,
-        "classes": ", ".join(map(str, job.params.classes)),
-    }
+    """A job's settings as they ran, as one row of the compare view."""
+    return {"classifier": job.classifier_id, **job_settings(job)}

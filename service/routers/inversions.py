@@ -12,10 +12,10 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from models.contracts.artifacts import ArtifactName, InversionMetrics
-from service import downloads, quotas, read_cache, samples
+from service import downloads, samples
 from service.deps import CeleryDep, SettingsDep, StoresDep, TenantDep
-from service.errors import Conflict, InvalidField
-from service.jobs import cancel, enqueue, new_sampling_job, resume, start_job
+from service.errors import InvalidField
+from service.jobs import cancel, delete_job, draw_more, resume_and_enqueue, start_job
 from service.openapi import binary, problems
 from service.paging import RecordPaging, SamplePaging
 from service.records import FINISHED_JOB_STATES, JobRecord, StateEvent, events_stream
@@ -113,21 +113,12 @@ def resume_inversion(
     job: JobDep, response: Response, stores: StoresDep, celery: CeleryDep
 ) -> InversionPublic:
     """Queue a cancelled or failed job again; training continues from its last checkpoint."""
-    resumed = resume(stores.jobs, job)
-    enqueue(stores, celery, resumed, new=False)
-    return _with_status_headers(response, resumed)
+    return _with_status_headers(response, resume_and_enqueue(stores, celery, job))
 
 
 @router.delete("/{id}", status_code=204, responses=problems(409))
 def delete_inversion(job: JobDep, stores: StoresDep) -> Response:
-    if job.state not in FINISHED_JOB_STATES:
-        raise Conflict(f"job {job.id} is {job.state}: cancel it first")
-    # Files first: that frees space even when the disk is full, and a crash in between leaves a
-    # record whose files read as gone (and can be deleted again), never files without a record.
-    stores.artifacts.delete_prefix(keys.job_prefix(job.tenant, job.id))
-    read_cache.cache.forget(job.id)
-    stores.jobs.delete_events(events_stream(job.id))
-    stores.jobs.delete(JobRecord, job.id)
+    delete_job(stores, job)
     return Response(status_code=204)
 
 
@@ -202,10 +193,7 @@ def sample_more(
     body: Annotated[SamplingCreate, Body()] = SamplingCreate(),  # noqa: B008
 ) -> InversionPublic:
     """Draw new samples from this job's trained generator: a quick follow-up job, no training."""
-    quotas.check_jobs(stores.jobs, settings, job.tenant)
-    follow_up = new_sampling_job(settings, job, body)
-    enqueue(stores, celery, follow_up)
-    return _with_status_headers(response, follow_up)
+    return _with_status_headers(response, draw_more(stores, celery, settings, job, body))
 
 
 PNG = {**binary("image/png"), **problems(409)}

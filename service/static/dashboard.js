@@ -1,4 +1,5 @@
-// C3 dashboard: live job progress over the API's server-sent events, nothing else.
+// C3 dashboard: live job progress over the API's server-sent events, the start form's
+// placeholders following the chosen method and recipe, and confirmation of deletes.
 "use strict";
 (function () {
   const FINAL = ["succeeded", "failed", "cancelled"];
@@ -12,6 +13,14 @@
     return span[0] + (span[1] - span[0]) * (progress.fraction || 0);
   }
 
+  // As service.dashboard.templating.duration: "45 s", "3 min 20 s", "2 h 5 min".
+  function duration(seconds) {
+    const whole = Math.round(seconds);
+    if (whole < 60) return whole + " s";
+    if (whole < 3600) return Math.floor(whole / 60) + " min " + (whole % 60) + " s";
+    return Math.floor(whole / 3600) + " h " + Math.floor((whole % 3600) / 60) + " min";
+  }
+
   function show(el, progress, state) {
     const percent = Math.round(overall(progress, state) * 100);
     const box = el.querySelector("[data-role=progress]");
@@ -22,6 +31,11 @@
       let text = percent + "%";
       if (progress && state !== "succeeded") text += " · " + progress.phase + " " + progress.step + "/" + (progress.stops_early && progress.phase === "training" ? "up to " : "") + progress.total_steps;
       box.querySelector("[data-role=progress-label]").textContent = text;
+    }
+    const eta = el.querySelector("[data-role=eta]");
+    if (eta) {
+      const left = progress && state === "running" && typeof progress.eta_seconds === "number";
+      eta.textContent = left ? (progress.stops_early ? "at most " : "about ") + duration(progress.eta_seconds) + " left" : "";
     }
     if (progress && typeof progress.confident_share === "number") {
       const c = el.querySelector("[data-role=confident]") || document.querySelector("[data-role=confident]");
@@ -72,6 +86,31 @@
 
   document.querySelectorAll("[data-live]").forEach(function (el, i) {
     if (i < MAX_STREAMS && window.EventSource) follow(el); else poll(el);
+  });
+
+  const start = document.getElementById("start-form");
+  if (start && start.dataset.defaults) {
+    const defaults = JSON.parse(start.dataset.defaults);
+    const placeholders = function () {
+      const byMethod = defaults[start.elements.method.value] || defaults.c3;
+      const d = byMethod[start.elements.recipe.value] || byMethod.adaptive;
+      start.elements.steps.placeholder = String(d.steps);
+      start.elements.batch_size.placeholder = String(d.batch_size);
+      start.querySelector("[data-role=steps-hint]").textContent = "(blank: " + (d.stops_early ? "up to " : "") + d.steps + ")";
+      start.querySelector("[data-role=batch-hint]").textContent = "(blank: " + d.batch_size + ")";
+      Object.keys(d.weights).forEach(function (w) {
+        const input = start.elements["w_" + w];
+        if (input) input.placeholder = d.weights[w];
+      });
+    };
+    start.elements.method.addEventListener("change", placeholders);
+    start.elements.recipe.addEventListener("change", placeholders);
+  }
+
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (e) {
+      if (!window.confirm(form.dataset.confirm)) e.preventDefault();
+    });
   });
 
   const refresh = document.querySelector("[data-refresh]");

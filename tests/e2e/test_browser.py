@@ -2,8 +2,10 @@
 service (`c3 serve`: API, a Celery worker and the sandboxed validation, embedded default).
 
 One user's path: sign in with a key, upload a classifier through the form, start a job, watch
-its progress reach 100% on the jobs list (server-sent events), open the job page (grid,
-histogram, tables), page through a class, compare two jobs and open the audit report.
+its progress reach 100% on the jobs list (server-sent events), open the job page (the verdict
+first, grid, histogram, tables that fit on screen and on paper), page through a class, draw more
+samples and delete them, cancel and resume a long job, compare two jobs and open the audit
+report.
 Screenshots go to test-artifacts/browser/ (gitignored).
 """
 
@@ -138,6 +140,20 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def assert_fits(page: Any, what: str, width: int, media: str = "screen") -> None:
+    """At `width` CSS pixels (A4 is 794), the per-class table needs no horizontal scrolling
+    and ends inside the page."""
+    page.set_viewport_size({"width": width, "height": 1000})
+    page.emulate_media(media=media)
+    table = page.locator("#per-class table")
+    box = table.bounding_box()
+    assert box is not None
+    overflow = table.evaluate("t => t.scrollWidth - t.parentElement.clientWidth")
+    page_width = page.evaluate("() => document.documentElement.clientWidth")
+    assert overflow <= 0, f"{what}: the per-class table is {overflow} px too wide"
+    assert box["x"] + box["width"] <= page_width, f"{what}: the table ends past the page"
+
+
 def verdict(page: Any, row: str) -> str:
     """Wait until the upload in `row` is validated; its row's text, or fail with the reason."""
     page.wait_for_selector(f"{row} .badge:not(.state-validating)")
@@ -192,7 +208,18 @@ def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) ->
 
     # Start a c3 job from the form and watch it on the jobs list.
     page.goto(f"{service.url}/dashboard/jobs")
-    page.select_option("select[name=dataset_id]", dataset_id)
+    # The newest fitting reference set is preselected; placeholders follow method and recipe.
+    assert page.eval_on_selector("select[name=dataset_id]", "s => s.value") == dataset_id
+    steps = page.locator("input[name=steps]")
+    assert steps.get_attribute("placeholder") == "3000"  # c3, adaptive: a budget
+    page.select_option("select[name=method]", "pixel")
+    assert steps.get_attribute("placeholder") == "200"
+    assert page.get_attribute("input[name=batch_size]", "placeholder") == "250"
+    page.select_option("select[name=method]", "c3")
+    page.select_option("select[name=recipe]", "paper")
+    assert steps.get_attribute("placeholder") == "500"
+    assert page.get_attribute("input[name=w_spread]", "placeholder") == "0"
+    page.select_option("select[name=recipe]", "adaptive")
     page.fill("input[name=samples_per_class]", "8")
     page.fill("input[name=steps]", str(C3_STEPS))
     page.fill("input[name=seed]", "1")
@@ -247,6 +274,26 @@ def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) ->
     assert page.locator("#curves svg").count() >= 2
     shot(page, "05-job")
 
+    # The verdict comes first: a sentence, a light per detector, what to do.
+    first_card = page.locator("main section.card").first
+    assert first_card.get_attribute("id") == "verdict"
+    sentence = page.inner_text("#verdict [data-role=verdict-sentence]")
+    assert re.match(r"\d+\.\d% of 80 counterfeits were classified with p ≥ 0\.99", sentence)
+    lights = page.locator("#verdict li.light")
+    assert lights.count() == 4
+    assert {lights.nth(i).get_attribute("data-light") for i in range(4)} <= {
+        "red",
+        "amber",
+        "green",
+    }
+    assert page.inner_text("#verdict [data-role=advice]").startswith("What to do:")
+    assert page.get_attribute("#per-class th[title]:nth-child(2)", "title")  # explained
+    assert_fits(page, "1400 px screen", width=1400)
+    assert_fits(page, "A4 print", width=794, media="print")
+    shot(page, "05b-job-print")
+    page.emulate_media(media="screen")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
     # A class's samples, with the confidence under each: the API's figures.
     page.click('#grid tr[data-class="7"] th a')
     page.wait_for_url(re.compile(r".*/classes/7$"))
@@ -265,6 +312,55 @@ def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) ->
         "() => [...document.querySelectorAll('#samples img')].every(i => i.naturalWidth > 0)"
     )
     shot(page, "06-class")
+
+    # Draw more samples from the finished job, then delete them.
+    page.goto(f"{service.url}/dashboard/jobs/{c3_id}")
+    page.fill("#more-form input[name=samples_per_class]", "4")
+    page.click("#more-form button[type=submit]")
+    page.wait_for_url(re.compile(r".*/dashboard/jobs/job_\w+$"))
+    more_id = page.url.rsplit("/", 1)[1]
+    assert more_id != c3_id
+    assert f"more samples of {c3_id}" in page.inner_text(".job-head")
+    page.wait_for_selector('.job-head[data-state="succeeded"]', timeout=60_000)
+    page.wait_for_selector("#grid img.strip")
+    assert page.locator("#grid tr[data-class]").count() == 10
+    shot(page, "06b-more-samples")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#delete-form button[type=submit]")
+    page.wait_for_url(f"{service.url}/dashboard/jobs?deleted={more_id}")
+    assert f"Job {more_id} deleted." in page.inner_text("[data-role=deleted]")
+    assert page.locator(f'tr[data-job="{more_id}"]').count() == 0
+
+    # Cancel a long job from its page, resume it, cancel it again and delete it.
+    with service.api() as api:
+        long_job = api.post(
+            "/inversions",
+            json={
+                "classifier_id": api.get("/classifiers").json()["data"][0]["id"],
+                "samples_per_class": 2,
+                "steps": 20_000,
+                "recipe": "paper",
+                "seed": 2,
+            },
+        ).json()["id"]  # fmt: skip (the fixed recipe: no early stop)
+    page.goto(f"{service.url}/dashboard/jobs/{long_job}")
+    page.wait_for_selector('.job-head[data-state="running"]')
+    page.wait_for_function(
+        "() => /left$/.test(document.querySelector('[data-role=eta]').textContent)"
+    )
+    assert page.inner_text("[data-role=eta]").startswith("about ")
+    for _ in range(2):
+        page.click("#cancel-form button[type=submit]")
+        page.wait_for_selector('.job-head[data-state="cancelled"]', timeout=60_000)
+        page.wait_for_selector("#resume-form")
+        if _ == 0:
+            page.click("#resume-form button[type=submit]")
+            page.wait_for_selector('.job-head[data-state="running"]', timeout=60_000)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#delete-form button[type=submit]")
+    page.wait_for_url(f"{service.url}/dashboard/jobs?deleted={long_job}")
+    with service.api() as api:
+        assert api.get(f"/inversions/{long_job}").status_code == 404
 
     # Compare the two jobs: pick both on the jobs list.
     deadline = time.monotonic() + 30
@@ -293,7 +389,12 @@ def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) ->
     assert len(sources) == 10 * 8
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     page.wait_for_function("() => [...document.images].every(i => i.naturalWidth > 0)")
+    assert page.locator("main section.card").first.get_attribute("id") == "verdict"
+    assert page.locator("#verdict li.light").count() == 4
     shot(page, "08-report")
+    assert_fits(page, "the report on a 1400 px screen", width=1400)
+    assert_fits(page, "the report on A4", width=794, media="print")
+    shot(page, "08b-report-print")
 
     assert not problems, problems
     context.close()

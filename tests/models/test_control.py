@@ -3,6 +3,7 @@ state and resume, and the verdict built from metrics. Tiny networks, no timing."
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -311,7 +312,7 @@ def test_verdict_names_a_lagging_class_with_its_shortfall_and_what_to_try() -> N
     assert item.shortfall == pytest.approx(0.07)
     assert any("step budget to 6000" in s for s in verdict.suggestions)
     text = verdict.summary
-    assert "7 90.0% (7.0% short)" in text
+    assert "Classes under share at p >= 0.99 in the worst class: 7 90.0% (7.0% short)" in text
     assert "budget of 3000 steps" in text
 
 
@@ -320,6 +321,8 @@ def test_verdict_collapse_and_missing_reference() -> None:
     assert {c.name for c in collapsed.missed} == {"min_diversity_ratio", "mean_diversity_ratio"}
     assert {c.class_name for c in collapsed.missed_classes} == {"a", "b"}
     assert any("diversity_floor" in s for s in collapsed.suggestions)
+    # a ratio reads as a number, not a percentage
+    assert re.search(r"real images': a \d\.\d\d \(\d\.\d\d short\)", collapsed.summary)
     fixed = build_verdict(
         _metrics({"a": 1.0, "b": 1.0}, diversity=2.0),
         TrainingOutcome(stop_reason="fixed_recipe", steps=500, step_budget=500, recipe="paper"),

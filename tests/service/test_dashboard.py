@@ -3,6 +3,7 @@ the worker leaves them: access control, forms, pages, plots, compare, report, er
 
 from __future__ import annotations
 
+import html as html_lib
 import io
 import json
 import re
@@ -11,14 +12,17 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 from PIL import Image
 
 from models.contracts.artifacts import ArtifactName
+from models.contracts.inversion import InversionParams
+from service import effective, glossary
 from service.app import create_app
-from service.records import ClassifierRecord, JobRecord
+from service.records import ClassifierRecord, JobRecord, UploadState
 from service.settings import ServiceSettings
 from service.storage import Stores, keys, open_stores
-from tests.records import seed_classifier, seed_job
+from tests.records import dataset_record, seed_classifier, seed_job
 from tests.service.conftest import auth, make_key
 from tests.service.test_uploads import problem
 
@@ -361,18 +365,133 @@ def test_cancel_from_the_job_page(
     assert cancelled.cancel_requested is True
 
 
+def test_start_form_tells_the_real_defaults_and_picks_the_newest_reference_set(
+    api: TestClient, stores: Stores, classifier: ClassifierRecord
+) -> None:
+    older, newer, colour = dataset_record(), dataset_record(), dataset_record(shape=(3, 8, 8))
+    older.created_at, newer.created_at, colour.created_at = 1.0, 2.0, 3.0
+    for record in (newer, older, colour):  # colour: the newest, not the classifier's images
+        stores.jobs.create(record)
+    stores.jobs.create(dataset_record(state=UploadState.VALIDATING))  # not ready: not offered
+    html = page(api, "/dashboard/jobs")
+    form = re.search(r'<form method="post" action="/dashboard/jobs"(.*?)</form>', html, re.S)
+    assert form is not None
+    defaults = json.loads(html_lib.unescape(re.search(r'data-defaults="([^"]+)"', form[1])[1]))
+    assert defaults == effective.defaults_table()
+    blank = InversionParams().config("c3")  # what a blank form runs
+    assert f'name="steps" type="number" min="1" value="" placeholder="{blank.steps}"' in form[1]
+    assert f"(blank: up to {blank.steps})" in form[1]
+    assert f'placeholder="{blank.batch_size}"' in form[1]
+    assert 'name="w_spread" type="number" step="any" min="0" value="" placeholder="1"' in form[1]
+    options = re.findall(r'<option value="(ds_\w+)" ?(selected)?', form[1])
+    assert options == [(colour.id, ""), (newer.id, "selected"), (older.id, "")]
+    # a form sent back keeps the choice, "none" included, and the chosen method's defaults
+    again = form_post(api, "/dashboard/jobs", start_form(classifier.id, method="pixel",
+                                                         classes="99", dataset_id=""))  # fmt: skip
+    assert '<option value="" selected>none</option>' in again.text
+    assert 'name="steps" type="number" min="1" value="" placeholder="200"' in again.text
+
+
+def test_running_job_shows_its_eta(
+    api: TestClient, stores: Stores, classifier: ClassifierRecord
+) -> None:
+    running = seed_job(stores, classifier, state="running")  # 150 of 300 steps at 15 steps/s
+    html = page(api, f"/dashboard/jobs/{running.id}")
+    assert re.search(r'data-role="eta"[^>]*>about 10 s left</span>', html)
+    assert "about 10 s left" in page(api, "/dashboard/jobs")
+
+
+def test_draw_more_samples_from_the_job_page(
+    api: TestClient, stores: Stores, done: JobRecord
+) -> None:
+    html = page(api, f"/dashboard/jobs/{done.id}")
+    assert f'action="/dashboard/jobs/{done.id}/samples"' in html
+    assert f'action="/dashboard/jobs/{done.id}/delete"' in html
+    assert "/resume" not in html
+    response = form_post(api, f"/dashboard/jobs/{done.id}/samples",
+                         {"samples_per_class": "3", "seed": "7"})  # fmt: skip
+    assert response.status_code == 303
+    follow_up = stores.jobs.get(JobRecord, response.headers["location"].rsplit("/", 1)[1])
+    assert follow_up is not None
+    assert (follow_up.kind, follow_up.parent_id) == ("sampling", done.id)
+    assert (follow_up.params.samples_per_class, follow_up.params.seed) == (3, 7)
+    too_many = form_post(api, f"/dashboard/jobs/{done.id}/samples",
+                         {"samples_per_class": "0"})  # fmt: skip
+    assert too_many.status_code == 422
+    assert 'data-role="action-error"' in too_many.text
+    assert 'name="samples_per_class" type="number" min="1" value="0"' in too_many.text
+    refused = api.post(f"/dashboard/jobs/{done.id}/samples", data={"samples_per_class": "3"},
+                       headers={**HTML, "Origin": "http://evil.example"})  # fmt: skip
+    assert refused.status_code == 403
+    assert stores.jobs.list(JobRecord).count == 2
+
+
+def test_delete_a_job_from_its_page(
+    api: TestClient, stores: Stores, classifier: ClassifierRecord, done: JobRecord
+) -> None:
+    running = seed_job(stores, classifier, state="running")
+    assert "Delete job" not in page(api, f"/dashboard/jobs/{running.id}")
+    assert "cancel it first" in form_post(api, f"/dashboard/jobs/{running.id}/delete", {}).text
+    assert api.post(f"/dashboard/jobs/{done.id}/delete", headers=HTML).status_code == 403
+    response = form_post(api, f"/dashboard/jobs/{done.id}/delete", {})
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/dashboard/jobs?deleted={done.id}"
+    assert stores.jobs.get(JobRecord, done.id) is None
+    assert api.get(f"/inversions/{done.id}/metrics.json").status_code == 404
+    assert f"Job <code>{done.id}</code> deleted." in page(api, response.headers["location"])
+
+
+def test_cancel_then_resume_from_the_job_page(
+    api: TestClient, stores: Stores, classifier: ClassifierRecord
+) -> None:
+    queued = seed_job(stores, classifier, state="queued")
+    assert form_post(api, f"/dashboard/jobs/{queued.id}/cancel", {}).status_code == 303
+    html = page(api, f"/dashboard/jobs/{queued.id}")
+    assert 'data-state="cancelled"' in html
+    assert f'action="/dashboard/jobs/{queued.id}/resume"' in html
+    assert form_post(api, f"/dashboard/jobs/{queued.id}/resume", {}).status_code == 303
+    resumed = stores.jobs.get(JobRecord, queued.id)
+    assert resumed is not None
+    assert resumed.state == "queued"
+    assert resumed.task.resumes == 1
+    assert "can be resumed" in form_post(api, f"/dashboard/jobs/{queued.id}/resume", {}).text
+
+
 # --- the job page -------------------------------------------------------------------------------
 
 
 def assert_verdict_block(html: str, job: JobRecord) -> None:
-    """The page opens with the verdict: missed, each missed target marked, what to try."""
+    """The page opens with the verdict: the plain sentence and a light per detector first, what
+    to do, then the audit's own targets (missed, each missed target marked, what to try)."""
     assert job.verdict is not None
     assert not job.verdict.met  # the seeded figures miss the targets
-    block = re.search(r'<section class="card verdict verdict-missed"(.*?)</section>', html, re.S)
+    block = re.search(r'<section class="card verdict"(.*?)</section>', html, re.S)
     assert block is not None
-    assert "<h2>Targets missed</h2>" in block[1]
+    share = job.metrics.confident_share if job.metrics else None
+    sentence = re.search(r'data-role="verdict-sentence">(.*?)</p>', block[1], re.S)
+    assert sentence is not None
+    assert sentence[1].startswith(f"{share:.1%} of 100 counterfeits were classified with p ≥ 0.99")
+    # the seeded detectors accept 97%, 88%, 12% and 1.5% of the counterfeits
+    assert (
+        "Max-softmax and energy detectors would accept most of them (97.0%, 88.0%)" in sentence[1]
+    )
+    assert "a k-NN feature-distance detector would catch 98.5%" in sentence[1]
+    lights = re.findall(r'data-detector="([\w-]+)" data-light="(\w+)"', block[1])
+    assert lights == [("max-softmax", "red"), ("energy", "red"), ("mahalanobis", "amber"),
+                      ("knn", "green")]  # fmt: skip
+    advice = re.search(r'data-role="advice">(.*?)</p>', block[1], re.S)
+    assert advice is not None
+    assert "Retrain with a reject class" in advice[1]
+    assert "Deploy the k-NN feature-distance detector" in advice[1]
+    assert (
+        block[1].index("verdict-sentence")
+        < block[1].index("data-light")
+        < block[1].index('data-role="targets"')
+    )
+    assert "<h3>Audit targets missed</h3>" in block[1]
     assert block[1].count('<tr class="miss">') == len(job.verdict.missed)
     assert "Try: " in block[1]
+    assert "{confidence}" not in block[1]
     assert html.index('id="verdict"') < html.index('id="per-class"')
 
 
@@ -509,9 +628,12 @@ def test_compare_view_shows_figures_side_by_side_with_deltas(
     html = page(api, "/dashboard/compare?" + "&".join(f"jobs={i}" for i in ids))
     table = re.search(r'id="compare-table">(.*?)</table>', html, re.S)
     assert table is not None
-    row = re.search(r"<tr><th>Confident \(p_y ≥ 0.99\)</th>(.*?)</tr>", table[1], re.S)
+    row = re.search(
+        r'<tr><th title="([^"]+)">Confident \(p_y ≥ 0.99\)</th>(.*?)</tr>', table[1], re.S
+    )
     assert row is not None
-    cells = re.findall(r"<td>(.*?)</td>", row[1])
+    assert html_lib.unescape(row[1]) == glossary.meaning("confident_share")  # explained in place
+    cells = re.findall(r"<td>(.*?)</td>", row[2])
     assert len(cells) == 3
     shares = [j.metrics.confident_share for j in (done, soft, pixel) if j.metrics is not None]
     assert cells[0] == f"{shares[0]:.1%}"
@@ -591,12 +713,28 @@ def test_report_html_is_self_contained(api: TestClient, done: JobRecord) -> None
     assert not re.search(r'href="(?!#)', html)  # nothing to follow, nothing to fetch
     evasion = re.search(r'<tr data-detector="knn">(.*?)</tr>', html, re.S)
     assert evasion is not None
-    assert "<th>k-NN feature distance</th><td>1.5%</td><td>0.990</td>" in evasion[1]
+    knn = escape(glossary.meaning("detector.knn"))
+    assert f'<th title="{knn}">k-NN feature distance</th><td>1.5%</td><td>0.990</td>' in evasion[1]
     assert "Each detector's threshold keeps 95% of real reference images" in html
     for words in ("digits", "paper-cnn", "ab" * 32, "samples per class", "Within-class L2",
                   "3 · digit 3", "loss: kl", ">counterfeits</text>"):  # fmt: skip
         assert words in html, words
     assert_verdict_block(html, done)
+    # the settings as they ran, not "default"
+    settings = dict(re.findall(r"<tr><th>([^<]+)</th><td>([^<]*)", html.split('id="settings"')[1]))
+    assert settings["steps"] == "300 (the whole budget)"  # adaptive, the budget spent
+    assert settings["batch size"] == "64 (default)"
+    assert settings["recipe"] == "adaptive (default)"
+    assert settings["loss weights"] == "kl 1, cosine 0.1, orthogonality 0.1, spread 1 (default)"
+    assert "default</td>" not in html.replace("(default)</td>", "")
+    # every figure explained in print, not only on hover
+    for key in ("confident_share", "knn_feature_auroc", "feature_cosine", "cost.steps"):
+        assert f'<dd class="means">{escape(glossary.meaning(key))}</dd>' in html, key
+    legend = re.search(r'<details class="legend" open>(.*?)</details>', html, re.S)
+    assert legend is not None
+    assert legend[1].count("<dt>") == len(
+        re.findall(r"<th title=", html.split('id="per-class"')[1].split("</thead>")[0])
+    )
     download = api.get(f"/inversions/{done.id}/report?format=html&download=true")
     assert download.headers["content-disposition"] == (
         f'attachment; filename="{done.id}-report.html"'

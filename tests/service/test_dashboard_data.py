@@ -13,7 +13,7 @@ from models.contracts.artifacts import (
     EvasionTable,
     InversionMetrics,
 )
-from service import plots, report
+from service import glossary, plots, report
 
 # --- plots ------------------------------------------------------------------------------------
 
@@ -67,10 +67,17 @@ def test_figures_are_formatted_by_kind() -> None:
     assert report.fmt("cost.samples_per_second", 25180.4) == "25,180"
     assert report.fmt("knn_pixel_auroc", None) == "—"
     assert report.fmt("collapsed", False) == "no"
-    assert report.fmt_delta("confident_share", -0.25) == "-25.0 pp"
-    assert report.fmt_delta("nn_distance", 1.5) == "+1.5"
-    assert report.label_of("cost.train_seconds") == "Training time (s)"
-    assert report.label_of("brand_new_figure") == "brand new figure"
+    assert report.fmt("seed", 1_013_228_889) == "1013228889"  # a name, not a quantity
+    assert report.fmt_delta("confident_share", -0.25, 0.9) == "-25.0 pp"
+    assert report.fmt_delta("confident_share", 1e-5, 0.9) == "±0 pp"
+    assert report.fmt_delta("nn_distance", 1.5, 4.0) == "+1.500"
+    # to the precision the figures are shown with (four significant digits), never exponents
+    assert report.fmt_delta("mean_confidence", -1.685e-05, 0.9991) == "±0"
+    assert report.fmt_delta("mean_confidence", -1.685e-04, 0.9991) == "-0.0002"
+    assert report.fmt_delta("feature_cosine", 0.0123, 0.0456) == "+0.01230"
+    assert report.fmt_delta("cost.samples_per_second", -1234.5, 25180.0) == "-1,234"
+    assert glossary.label_of("cost.train_seconds") == "Training time (s)"
+    assert glossary.label_of("brand_new_figure") == "brand new figure"
 
 
 def test_per_class_table_is_in_class_order_and_drops_empty_columns() -> None:
@@ -95,7 +102,7 @@ def test_evasion_rows_show_what_could_not_be_computed_as_a_dash() -> None:
     )  # fmt: skip
     assert report.evasion_rows(ood) == [
         {"name": "knn", "label": "k-NN feature distance", "accepted": "33.3%", "auroc": "—",
-         "threshold": "-0.25"}
+         "threshold": "-0.25", "meaning": glossary.meaning("detector.knn")}
     ]  # fmt: skip
     assert "33.3%" in str(report.evasion_bars(ood))
 
@@ -106,3 +113,23 @@ def test_overall_figures_include_cost_and_skip_what_was_not_computed() -> None:
     )
     assert report.overall_figures(metrics) == {"count": 10, "cost.train_seconds": 2.0}
     assert "msp_auroc" in report.overall_figures(metrics, keep_empty=True)
+
+
+def test_curves_show_active_terms_only_and_one_panel_for_identical_ones() -> None:
+    """A term whose weight is 0 is not plotted; kl and ce under one-hot targets (the same
+    numbers) share one panel."""
+    steps = [(10.0, 2.0), (20.0, 1.0)]
+    curves = report.Curves(
+        losses={"total": [(10.0, 2.5), (20.0, 1.2)], "kl": steps, "ce": list(steps),
+                "cosine": [(10.0, 0.3), (20.0, 0.2)], "tv": [(10.0, 0.0), (20.0, 0.0)]},
+    )  # fmt: skip
+    titles = [
+        str(p).split("<title>")[0] for p in curves.panels({"kl": 1.0, "ce": 1.0, "cosine": 0.1})
+    ]
+    text = " ".join(titles)
+    assert "loss: total" in text
+    assert "loss: ce = kl" in text
+    assert "loss: cosine" in text
+    assert "loss: tv" not in text
+    assert len(curves.panels({"kl": 1.0, "ce": 1.0, "cosine": 0.1})) == 3
+    assert len(curves.panels()) == 4  # everything, duplicates still merged

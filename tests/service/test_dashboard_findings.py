@@ -1,0 +1,120 @@
+"""What the dashboard and the report say in words: the verdict's sentences and lights
+(service.findings), the glossary behind every figure, and the settings as they ran
+(service.effective)."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.contracts.artifacts import ClassMetrics, DetectorResult, EvasionTable
+from models.contracts.inversion import InversionConfig, LossWeights
+from service import effective, glossary, report
+from service.findings import findings
+from tests.records import classifier_record, job_record
+
+
+def evasion(**accepted: float) -> EvasionTable:
+    return EvasionTable(
+        tpr=0.95, reference_fit=500, reference_eval=500, counterfeits=1000,
+        detectors=[DetectorResult(name=name.replace("_", "-"), auroc=0.5, accepted_share=share,
+                                  threshold=0.0) for name, share in accepted.items()],
+    )  # fmt: skip
+
+
+FOOLED = ClassMetrics(count=1000, confident_share=0.994, knn_feature_auroc=0.995)
+
+
+def test_a_fooled_model_reads_as_in_the_issue() -> None:
+    found = findings(
+        FOOLED, evasion(max_softmax=0.998, energy=0.99, mahalanobis=0.003, knn=0.2), 0.99
+    )
+    assert found.fooled
+    assert found.sentences == (
+        "99.4% of 1,000 counterfeits were classified with p ≥ 0.99 although they look nothing "
+        "like the real images (a nearest-neighbour check in the model's features tells them "
+        "apart with AUROC 0.99).",
+        "Max-softmax and energy detectors would accept nearly all of them (99.8%, 99.0%); a "
+        "Mahalanobis detector would catch 99.7%; a k-NN feature-distance detector would catch "
+        "only 80.0%.",
+    )
+    assert [(d.name, d.light) for d in found.lights] == [
+        ("max-softmax", "red"), ("energy", "red"), ("mahalanobis", "green"), ("knn", "amber"),
+    ]  # fmt: skip
+    assert found.advice[0].startswith("Retrain with a reject class")
+    assert found.advice[1].startswith("Deploy the Mahalanobis detector in front of the model")
+    assert "99.7%" in found.advice[1]
+
+
+def test_lights_change_at_their_thresholds() -> None:
+    found = findings(FOOLED, evasion(a=0.1, b=0.1001, c=0.5, d=0.5001), 0.99)
+    assert [d.light for d in found.lights] == ["green", "amber", "amber", "red"]
+
+
+def test_no_detector_good_enough_and_no_reference() -> None:
+    weak = findings(FOOLED, evasion(max_softmax=0.8, knn=0.4), 0.99)
+    assert "No detector tested rejects 90% of them" in weak.advice[1]
+    assert weak.sentences[1].startswith("A max-softmax detector would accept most of them (80.0%)")
+    blind = findings(ClassMetrics(count=10, confident_share=1.0), None, 0.99)
+    assert blind.lights == ()
+    assert len(blind.sentences) == 1
+    assert "was not measured" in blind.sentences[0]
+    assert "reference set of real images" in blind.advice[1]
+
+
+def test_a_model_that_held_up_is_not_called_fooled() -> None:
+    held = findings(
+        ClassMetrics(count=200, confident_share=0.12, knn_feature_auroc=0.99),
+        evasion(knn=0.01),
+        0.99,
+        method="soft",
+    )
+    assert not held.fooled
+    assert held.sentences[0] == "12.0% of 200 counterfeits were classified with p ≥ 0.99."
+    assert "confidence held up" in held.advice[0]
+    assert "soft conditioning" in held.advice[0]
+    assert not any("Retrain" in a for a in held.advice)
+
+
+def test_close_to_real_data_is_said() -> None:
+    near = findings(ClassMetrics(count=10, confident_share=0.9, knn_feature_auroc=0.6), None, 0.99)
+    assert "many are close to real images" in near.sentences[0]
+
+
+def test_every_figure_the_pages_show_is_explained() -> None:
+    shown = {k for members in report.GROUPS.values() for k in members}
+    shown |= set(ClassMetrics.model_fields)
+    shown |= {f"detector.{d}" for d in ("max-softmax", "energy", "mahalanobis", "knn")}
+    shown |= {f"evasion.{c}" for c in ("accepted", "auroc", "threshold")}
+    missing = sorted(k for k in shown if not glossary.meaning(k))
+    assert not missing, missing
+
+
+@pytest.mark.parametrize(
+    ("method", "recipe", "steps", "batch"),
+    [("c3", "adaptive", 3000, 64), ("c3", "paper", 500, 64), ("soft", "adaptive", 500, 64),
+     ("pixel", "paper", 200, 250)],
+)  # fmt: skip
+def test_form_defaults_are_the_ones_that_run(
+    method: str, recipe: str, steps: int, batch: int
+) -> None:
+    shown = effective.defaults_table()[method][recipe]
+    config = InversionConfig.model_validate({"method": method, "recipe": recipe})
+    assert (shown["steps"], shown["batch_size"]) == (config.steps, config.batch_size)
+    assert (shown["steps"], shown["batch_size"]) == (steps, batch)
+    assert shown["stops_early"] == (method == "c3" and recipe == "adaptive")
+
+
+def test_settings_as_they_ran() -> None:
+    classifier = classifier_record()
+    job = job_record(classifier, method="soft", steps=None, seed=1_013_228_889)
+    settings = effective.job_settings(job)
+    assert settings["steps"] == "500 (default)"
+    assert settings["batch size"] == "64 (default)"
+    assert settings["seed"] == "1013228889"
+    assert settings["loss weights"] == "kl 1, ce 1, cosine 0.1 (default)"  # orthogonality is 0
+    assert "recipe" not in settings  # soft has one recipe
+    job.params.loss_weights = LossWeights(tv=0.5)
+    assert effective.job_settings(job)["loss weights"] == "kl 1, ce 1, cosine 0.1, tv 0.5"
+    pixel = job_record(classifier, method="pixel", steps=50)
+    assert effective.job_settings(pixel)["steps"] == "50 per sample"
+    assert effective.job_settings(pixel)["batch size"] == "250 (default)"
