@@ -76,14 +76,11 @@ def list_inversions(
     state: str | None = None,
     method: str | None = None,
 ) -> InversionsPublic:
-    def match(job: JobRecord) -> bool:
-        return (classifier_id is None or job.classifier_id == classifier_id) and (
-            method is None or job.method == method
-        )
-
+    where = {"classifier_id": classifier_id, "method": method}
     page = stores.jobs.list(
-        JobRecord, tenant=tenant, state=state, match=match, offset=paging.offset,
-        limit=paging.limit,
+        JobRecord, tenant=tenant, state=state,
+        where={name: value for name, value in where.items() if value is not None},
+        offset=paging.offset, limit=paging.limit,
     )  # fmt: skip
     return InversionsPublic(
         data=[InversionPublic.of(j) for j in page.items],

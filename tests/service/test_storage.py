@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from pydantic import ValidationError
 
 from models.contracts.artifacts import Phase
@@ -22,7 +24,8 @@ from service.records import (
     ProgressEvent,
     StateEvent,
 )
-from service.storage import ArtifactNotFound, JobStore, StoreUnavailable
+from service.storage import ArtifactNotFound, JobStore, Page, StoreUnavailable
+from service.storage.base import UnindexedList
 from service.storage.local_blobs import LocalArtifactStore
 from service.storage.redis_jobs import RedisJobStore
 from service.storage.sqlite_jobs import SqliteJobStore
@@ -72,8 +75,63 @@ def test_list_orders_filters_and_pages(store: JobStore) -> None:
     page = store.list(JobRecord, tenant="a", offset=1, limit=1)
     assert [r.id for r in page.items] == ["j2"]
     assert page.count == 3
+    assert store.list(JobRecord, tenant="a", offset=2, limit=5).count == 3
+    assert store.list(JobRecord, tenant="a", limit=0) == Page(items=[], count=3)
     assert store.list(JobRecord, match=lambda r: (r.sample_count or 0) >= 3).count == 2
     assert store.list(JobRecord).count == 5
+
+
+def test_lists_filter_by_indexed_fields(store: JobStore) -> None:
+    """Every combination of state, classifier and method, per tenant, with its count."""
+    for i in range(8):
+        store.create(
+            job(f"j{i}", t=100.0 + i, classifier_id=f"c{i % 2}", method=("c3", "soft")[i % 4 // 2])
+        )
+    store.create(job("same-time", t=107.0, classifier_id="c1", method="soft"))  # ties: by id
+    store.create(job("other", tenant="b", t=200.0, classifier_id="c1"))
+    by_c1 = store.list(JobRecord, tenant="a", where={"classifier_id": "c1"})
+    assert [r.id for r in by_c1.items] == ["same-time", "j7", "j5", "j3", "j1"]
+    assert by_c1.count == 5
+    both = store.list(JobRecord, tenant="a", where={"classifier_id": "c1", "method": "soft"})
+    assert [r.id for r in both.items] == ["same-time", "j7", "j3"]
+    assert store.list(JobRecord, tenant="a", where={"method": "c3"}, offset=1, limit=2) == Page(
+        items=[store.get(JobRecord, "j4"), store.get(JobRecord, "j1")], count=4
+    )
+
+    def run(record: JobRecord) -> JobRecord:
+        record.state = JobState.RUNNING
+        return record
+
+    store.update(JobRecord, "j3", run)
+    running = store.list(JobRecord, tenant="a", state="running", where={"method": "soft"})
+    assert [r.id for r in running.items] == ["j3"]
+    assert store.list(JobRecord, tenant="a", state="queued", where={"method": "soft"}).count == 4
+    assert store.delete(JobRecord, "j3")
+    assert store.list(JobRecord, tenant="a", state="running").count == 0
+    assert store.list(JobRecord, tenant="a", where={"classifier_id": "c1"}).count == 4
+    assert store.list(JobRecord, where={}).count == 9
+    assert store.list(JobRecord, tenant="b", where={"classifier_id": "c1"}).count == 1
+    assert store.list(ClassifierRecord, tenant="a", where={"method": "c3"}).count == 0
+    with pytest.raises(UnindexedList):
+        store.list(JobRecord, where={"classifier_id": "c1"})  # indexed per tenant only
+    with pytest.raises(UnindexedList):
+        store.list(JobRecord, tenant="a", where={"dataset_id": "d"})
+
+
+def test_sqlite_pages_read_an_index(tmp_path: Path) -> None:
+    """The query plan of a filtered page: a search of one index, no scan, no sort."""
+    store = SqliteJobStore(tmp_path / "c3.sqlite")
+    for where in ({}, {"state": "queued"}, {"classifier_id": "c"}, {"method": "c3"}):
+        conditions = " AND ".join(f"{name}='x'" for name in ["kind", "tenant", *where])
+        plan = " ".join(
+            str(row[-1])
+            for row in store._conn().execute(
+                f"EXPLAIN QUERY PLAN SELECT doc FROM records WHERE {conditions} "
+                "ORDER BY created_at DESC, id DESC LIMIT 50"
+            )
+        )
+        assert "SEARCH records USING INDEX records_by_tenant" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
 
 
 def test_update_moves_state_index(store: JobStore) -> None:
@@ -178,6 +236,72 @@ def test_version_1_records_are_read(tmp_path: Path) -> None:
     record = store.get(JobRecord, "j1")
     assert record is not None
     assert record.task.lease == Lease(token="abc", heartbeat_at=5.0)
+
+
+VERSION_1_SCHEMA = """
+CREATE TABLE records (
+    kind TEXT NOT NULL, id TEXT NOT NULL, tenant TEXT NOT NULL, state TEXT NOT NULL,
+    created_at REAL NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (kind, id));
+CREATE INDEX records_tenant ON records (kind, tenant, created_at);
+CREATE INDEX records_state ON records (kind, state);
+CREATE TABLE events (
+    stream TEXT NOT NULL, seq INTEGER NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (stream, seq));
+CREATE TABLE keys (
+    namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (namespace, key));
+"""
+
+
+def old_jobs() -> list[JobRecord]:
+    return [
+        job("old1", t=1.0, classifier_id="c1", method="soft"),
+        job("old2", t=2.0, classifier_id="c2"),
+        job("old3", tenant="b", t=3.0, classifier_id="c1"),
+    ]
+
+
+def assert_old_jobs_listed(store: JobStore) -> None:
+    """The records written by version 1 are in the indexed lists, and new ones join them."""
+    store.create(job("new", t=4.0, classifier_id="c1"))
+    by_c1 = store.list(JobRecord, tenant="a", where={"classifier_id": "c1"})
+    assert ([r.id for r in by_c1.items], by_c1.count) == (["new", "old1"], 2)
+    assert store.list(JobRecord, tenant="a", where={"method": "soft"}).count == 1
+    assert store.list(JobRecord, state="queued").count == 4
+    assert store.list(JobRecord, tenant="a", limit=1).count == 3
+
+
+def test_sqlite_of_version_1_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "c3.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(VERSION_1_SCHEMA)
+        conn.executemany(
+            "INSERT INTO records (kind, id, tenant, state, created_at, doc) VALUES (?,?,?,?,?,?)",
+            [
+                ("job", r.id, r.tenant, r.state, r.created_at, r.model_dump_json())
+                for r in old_jobs()
+            ],
+        )
+    conn.close()
+    store = SqliteJobStore(path)
+    assert_old_jobs_listed(store)
+    store.close()
+    reopened = SqliteJobStore(path)  # the migration runs once: counts are not rebuilt twice
+    assert reopened.list(JobRecord, tenant="a", where={"classifier_id": "c1"}).count == 2
+    (version,) = reopened._conn().execute("PRAGMA user_version").fetchone()
+    assert version == 2
+
+
+def test_redis_of_version_1_is_migrated(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    for r in old_jobs():
+        client.set(f"v1:rec:job:{r.id}", r.model_dump_json())
+        for index in (f"v1:tenant:job:{r.tenant}", f"v1:state:job:{r.state}", "v1:all:job"):
+            client.zadd(index, {r.id: r.created_at})
+    store = RedisJobStore(redis_url, prefix="v1:")
+    assert_old_jobs_listed(store)
+    assert client.keys("v1:tenant:*") == client.keys("v1:all:*") == []  # version 1's sets
+    assert client.get("v1:schema") == b"2"
+    client.close()
 
 
 def test_redis_records_survive_a_redis_restart(persistent_redis) -> None:  # type: ignore[no-untyped-def]
