@@ -45,6 +45,14 @@ def is_disk_full(exc: BaseException) -> bool:
     return "database or disk is full" in str(exc)
 
 
+def checked_key(key: str) -> str:
+    """A blob key both artifact stores accept: relative, `/`-separated, no empty, `.` or `..`
+    part (so it names the same blob in a folder and in a bucket)."""
+    if not key or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"bad artifact key {key!r}")
+    return key
+
+
 @dataclass(frozen=True)
 class Page(Generic[R]):
     items: list[R]
@@ -217,6 +225,12 @@ class ArtifactStore(Protocol):
 
     def free_bytes(self) -> int | None:
         """Space left for blobs (None: the store does not run out, e.g. S3)."""
+
+    def presigned_url(
+        self, key: str, seconds: int, media_type: str, filename: str | None
+    ) -> str | None:
+        """A URL that serves the blob for `seconds` without the API (None: the store has
+        none, e.g. a local folder)."""
 
 
 def translate_errors(*driver_errors: type[BaseException]) -> Callable[[type], type]:
