@@ -39,8 +39,9 @@ class CommonSettings(BaseSettings):
         None, description="Endpoint of an S3-compatible server (MinIO, …); unset: AWS S3."
     )
     s3_region: str = Field("us-east-1", description="Region of the S3 bucket.")
-    s3_prefix: str = Field(
-        "", description="Key prefix of the blobs in the bucket (e.g. `c3/`: deployments share it)."
+    s3_prefix: str | None = Field(
+        None,
+        description="Key prefix of the blobs in the bucket (e.g. `c3/`: deployments share it).",
     )
     s3_access_key_id: str | None = Field(
         None,

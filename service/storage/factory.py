@@ -44,4 +44,4 @@ def _artifacts(settings: CommonSettings) -> ArtifactStore:
     client = s3_client(settings.s3_endpoint_url, settings.s3_region, *credentials)
     public = settings.s3_public_endpoint_url if isinstance(settings, ServiceSettings) else None
     presigner = s3_client(public, settings.s3_region, *credentials) if public else None
-    return S3ArtifactStore(client, settings.s3_bucket, settings.s3_prefix, presigner)
+    return S3ArtifactStore(client, settings.s3_bucket, settings.s3_prefix or "", presigner)

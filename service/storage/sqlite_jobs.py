@@ -7,6 +7,7 @@ COUNT(*) walks the index: 12 ms at 100,000 records against 0.1 ms for the page).
 from __future__ import annotations
 
 import builtins
+import itertools
 import sqlite3
 import threading
 from collections import Counter
@@ -49,19 +50,26 @@ CREATE TABLE IF NOT EXISTS keys (
 CREATE TABLE IF NOT EXISTS counts (scope TEXT PRIMARY KEY, n INTEGER NOT NULL);
 """
 
-_INDEXES = """
-DROP INDEX IF EXISTS records_tenant;
-DROP INDEX IF EXISTS records_state;
-CREATE INDEX IF NOT EXISTS records_by_kind ON records (kind, created_at, id);
-CREATE INDEX IF NOT EXISTS records_by_state ON records (kind, state, created_at, id);
-CREATE INDEX IF NOT EXISTS records_by_tenant ON records (kind, tenant, created_at, id);
-CREATE INDEX IF NOT EXISTS records_by_tenant_state
-    ON records (kind, tenant, state, created_at, id);
-CREATE INDEX IF NOT EXISTS records_by_tenant_classifier
-    ON records (kind, tenant, classifier_id, created_at, id);
-CREATE INDEX IF NOT EXISTS records_by_tenant_method
-    ON records (kind, tenant, method, created_at, id);
-"""
+
+def _index_statements() -> list[str]:
+    """An index per list, as Redis keeps a sorted set per list (`scopes_of`): by kind, by
+    state, and per tenant by each combination of state and the indexed fields, every one
+    ending in the lists' order, so a page is a walk down one index, never a sort or a filter.
+    Version 1's two indexes go."""
+    statements = [
+        "DROP INDEX IF EXISTS records_tenant",
+        "DROP INDEX IF EXISTS records_state",
+        "CREATE INDEX IF NOT EXISTS records_by_kind ON records (kind, created_at, id)",
+        "CREATE INDEX IF NOT EXISTS records_by_state ON records (kind, state, created_at, id)",
+    ]
+    fields = ("state", *INDEXED_FIELDS)
+    for n in range(len(fields) + 1):
+        for names in itertools.combinations(fields, n):
+            name = "_".join(("records_by_tenant", *names))
+            columns = ", ".join(("kind", "tenant", *names, "created_at", "id"))
+            statements.append(f"CREATE INDEX IF NOT EXISTS {name} ON records ({columns})")
+    return statements
+
 
 _COLUMNS = ", ".join(INDEXED_FIELDS)
 
@@ -301,9 +309,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if name not in present:
             conn.execute(f"ALTER TABLE records ADD COLUMN {name} TEXT")
             conn.execute(f"UPDATE records SET {name} = json_extract(doc, '$.{name}')")
-    for statement in _INDEXES.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    for statement in _index_statements():
+        conn.execute(statement)
     counts: Counter[str] = Counter()
     groups = conn.execute(
         f"SELECT kind, tenant, state, {_COLUMNS}, COUNT(*) FROM records "
