@@ -8,9 +8,8 @@ Fills a fresh store (SQLite in a temporary folder; Redis under the key prefix
 `c3-bench-lists:`, emptied afterwards) with one tenant's jobs, spread over 10 classifiers,
 3 methods and the job states, then times the first page (50 records, with its count) of the
 lists the API serves: all of the tenant's jobs, by state, by classifier, by classifier and
-method. Prints p50 and p95 of
-`--repeats` reads each, and the deepest offset page the API's paging allows to reach in one
-hop (offset 1,000), whose cost grows with the offset in both stores.
+method. Prints p50 and p95 of `--repeats` reads each, and of a page at offset 1,000 (an
+offset page costs more the deeper it is, in both stores).
 """
 
 from __future__ import annotations

@@ -206,17 +206,19 @@ class SqliteJobStore:
         )
         conn = self._conn()
         if match is not None:
-            rows = conn.execute(sql, builtins.list(conditions.values()))
-            matching = [r for r in (decode(model, row[0]) for row in rows) if match(r)]
+            every = conn.execute(sql, builtins.list(conditions.values()))
+            matching = [r for r in (decode(model, row[0]) for row in every) if match(r)]
             end = None if limit is None else offset + limit
             return Page(items=matching[offset:end], count=len(matching))
-        counted = conn.execute("SELECT n FROM counts WHERE scope=?", (scope,)).fetchone()
-        if limit == 0:
-            return Page(items=[], count=counted[0] if counted else 0)
-        rows = conn.execute(
-            sql + " LIMIT ? OFFSET ?",
-            [*conditions.values(), -1 if limit is None else limit, offset],
-        )
+        conn.execute("BEGIN")  # the count and the page of one snapshot
+        try:
+            counted = conn.execute("SELECT n FROM counts WHERE scope=?", (scope,)).fetchone()
+            rows = [] if limit == 0 else conn.execute(
+                sql + " LIMIT ? OFFSET ?",
+                [*conditions.values(), -1 if limit is None else limit, offset],
+            ).fetchall()  # fmt: skip
+        finally:
+            conn.execute("COMMIT")
         return Page(
             items=[decode(model, row[0]) for row in rows], count=counted[0] if counted else 0
         )
