@@ -9,10 +9,11 @@ import re
 from collections.abc import Iterator
 
 from fastapi import Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 
 from service.errors import RangeNotSatisfiable
 from service.exports import CHUNK_BYTES, StoredFile
+from service.settings import ServiceSettings
 from service.storage import ArtifactStore
 
 IMMUTABLE = "private, max-age=31536000, immutable"
@@ -76,13 +77,20 @@ def _stream(artifacts: ArtifactStore, key: str, start: int, length: int) -> Iter
 
 
 def stored(
-    request: Request, artifacts: ArtifactStore, key: str, file: StoredFile, media_type: str,
-    filename: str | None = None,
+    request: Request, artifacts: ArtifactStore, settings: ServiceSettings, key: str,
+    file: StoredFile, media_type: str, filename: str | None = None,
 ) -> Response:  # fmt: skip
-    """A stored file, streamed: 304 when the client has it, 206 for a byte range."""
+    """A stored file, streamed: 304 when the client has it, 206 for a byte range; a large one
+    redirects (307) to a presigned URL when the settings and the store allow it, so its bytes
+    go from the blob store to the client without the API."""
     headers = _headers(file.etag, filename) | {"Accept-Ranges": "bytes"}
     if _not_modified(request, file.etag):
         return Response(status_code=304, headers=headers)
+    minimum = settings.s3_presign_min_bytes
+    if minimum is not None and file.bytes >= minimum:
+        url = artifacts.presigned_url(key, settings.s3_presign_seconds, media_type, filename)
+        if url is not None:  # the URL expires: the redirect is not cached like the file
+            return RedirectResponse(url, 307, {"ETag": file.etag, "Cache-Control": "no-store"})
     wanted = None
     if request.headers.get("if-range", file.etag) == file.etag:
         wanted = byte_range(request.headers.get("range"), file.bytes)

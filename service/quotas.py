@@ -37,9 +37,10 @@ def stored_bytes(store: JobStore, tenant: str) -> int:
 
 
 def check_jobs(store: JobStore, settings: ServiceSettings, tenant: str) -> None:
-    active = store.list(
-        JobRecord, tenant=tenant, match=lambda j: j.state in ACTIVE_JOB_STATES, limit=0
-    ).count
+    active = sum(
+        store.list(JobRecord, tenant=tenant, state=state, limit=0).count
+        for state in ACTIVE_JOB_STATES
+    )
     if active >= settings.quota_active_jobs:
         raise TooManyRequests(
             f"{active} of your jobs are queued or running, the most this service allows at "

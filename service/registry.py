@@ -180,25 +180,25 @@ def list_registered(
         )
 
     return stores.jobs.list(
-        model, tenant=tenant, state=status, match=match, offset=offset, limit=limit
-    )
+        model, tenant=tenant, state=status, match=None if name is None and tag is None else match,
+        offset=offset, limit=limit,
+    )  # fmt: skip
 
 
 def delete_registered(stores: Stores, record: Upload, blob_prefix: str) -> None:
     """Delete a classifier or dataset and its files, unless a job still needs it (409)."""
     id, kind = record.id, record.KIND
-    active = stores.jobs.list(
-        JobRecord,
-        tenant=record.tenant,
-        match=lambda job: (
-            id in (job.classifier_id, job.dataset_id) and job.state in ACTIVE_JOB_STATES
-        ),
-    )
-    if active.count:
+    active = [  # bounded by the active-jobs quota, however many jobs the tenant has
+        job
+        for state in ACTIVE_JOB_STATES
+        for job in stores.jobs.list(JobRecord, tenant=record.tenant, state=state).items
+        if id in (job.classifier_id, job.dataset_id)
+    ]
+    if active:
         raise Conflict(
-            f"{active.count} job(s) using this {kind} are queued or running: "
+            f"{len(active)} job(s) using this {kind} are queued or running: "
             "cancel them or wait for them to finish",
-            jobs=[job.id for job in active.items],
+            jobs=[job.id for job in active],
         )
     if record.state == UploadState.VALIDATING:
         raise Conflict(f"the {kind} is being validated; delete it once that has finished")

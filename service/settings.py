@@ -30,6 +30,27 @@ class CommonSettings(BaseSettings):
     blob_dir: Path | None = Field(
         None, description="Folder of the local blob store (default: DATA_DIR/blobs)."
     )
+    s3_bucket: str | None = Field(
+        None,
+        description="Bucket of the S3-compatible blob store. When set, blobs go there instead "
+        "of BLOB_DIR.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="Endpoint of an S3-compatible server (MinIO, …); unset: AWS S3."
+    )
+    s3_region: str = Field("us-east-1", description="Region of the S3 bucket.")
+    s3_prefix: str | None = Field(
+        None,
+        description="Key prefix of the blobs in the bucket (e.g. `c3/`: deployments share it).",
+    )
+    s3_access_key_id: str | None = Field(
+        None,
+        description="S3 access key; unset: boto3's usual chain (AWS_ACCESS_KEY_ID, "
+        "~/.aws/credentials, an instance role).",
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="S3 secret key, with S3_ACCESS_KEY_ID."
+    )
     max_job_seconds: int = Field(
         6 * 3600, description="Longest a job may run; the broker's visibility timeout is above it."
     )
@@ -108,6 +129,17 @@ class ServiceSettings(CommonSettings):
     )
     quota_retry_seconds: int = Field(
         30, description="Retry-After of a 429 for the job and validation quotas (seconds)."
+    )
+    s3_presign_min_bytes: int | None = Field(
+        None,
+        description="With the S3 blob store: downloads of at least this many bytes redirect "
+        "(307) to a presigned URL, so the bytes bypass the API; unset: the API streams them.",
+    )
+    s3_presign_seconds: int = Field(300, description="How long a presigned URL is valid.")
+    s3_public_endpoint_url: str | None = Field(
+        None,
+        description="S3 endpoint that presigned URLs name, when users reach the server at "
+        "another address than the service (default: S3_ENDPOINT_URL).",
     )
     quota_stored_bytes: int = Field(
         20 * 1024**3, description="Bytes a tenant may store: uploads and job files (429 above)."

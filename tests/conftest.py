@@ -116,6 +116,55 @@ def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 in server mode, as a process of its own: a real S3-compatible HTTP server
+    that workers and the API reach as they would MinIO."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(url)
+            break
+        except httpx.ConnectError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("moto's S3 server did not start")
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
+@pytest.fixture
+def s3_settings(s3_endpoint: str) -> Iterator[dict[str, str]]:
+    """The settings of an S3 blob store on a fresh bucket of its own, removed afterwards."""
+    from service.storage.s3_blobs import s3_client
+
+    bucket = f"c3-test-{free_port()}-{os.getpid()}"
+    client = s3_client(s3_endpoint, "us-east-1", "test", "test")
+    client.create_bucket(Bucket=bucket)
+    yield {
+        "C3_S3_BUCKET": bucket,
+        "C3_S3_ENDPOINT_URL": s3_endpoint,
+        "C3_S3_ACCESS_KEY_ID": "test",
+        "C3_S3_SECRET_ACCESS_KEY": "test",
+    }
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=item["Key"])
+    for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    client.delete_bucket(Bucket=bucket)
+
+
 @pytest.fixture
 def c3_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Environment of the embedded default in a fresh data folder, fast lease timings."""

@@ -82,3 +82,12 @@ def test_the_worker_uses_the_shared_layer_not_the_http_one(layer: str) -> None:
 def test_benches_import_no_tests() -> None:
     for path, names in imported_modules("bench").items():
         assert not any(n.split(".")[0] == "tests" for n in names), path
+
+
+def test_only_storage_imports_the_storage_drivers() -> None:
+    drivers = ("redis", "sqlite3", "boto3", "botocore")
+    for layer in ("service", "worker", "models", "bench"):
+        for path, names in imported_modules(layer).items():
+            if path.startswith("service/storage/"):
+                continue
+            assert not {n for n in names if n.split(".")[0] in drivers}, path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,18 +13,19 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def compose_config() -> dict:  # type: ignore[type-arg]
+def compose_config(*profiles: str, **env: str) -> dict:  # type: ignore[type-arg]
     if shutil.which("docker-compose") is None:
         pytest.fail("docker-compose is not installed (`make tools` installs it)")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("C3_")}
     out = subprocess.run(
-        ["docker-compose", "--profile", "multi-gpu", "config"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        ["docker-compose", *(a for p in profiles for a in ("--profile", p)), "config"],
+        cwd=ROOT, capture_output=True, text=True, check=True, env=clean | env,
     ).stdout  # fmt: skip
     return yaml.safe_load(out)  # type: ignore[no-any-return]
 
 
 def test_compose_file_validates_and_wires_the_services() -> None:
-    config = compose_config()
+    config = compose_config("multi-gpu")
     services = config["services"]
     assert {"redis", "api", "worker-gpu0", "worker-gpu1", "worker-validate"} <= set(services)
     assert "--appendonly" in services["redis"]["command"]
@@ -40,3 +42,18 @@ def test_compose_file_validates_and_wires_the_services() -> None:
     ]
     assert gpus == [["0"], ["1"]]  # one worker process per GPU
     assert all(services[n]["volumes"] for n in ("api", "worker-gpu0", "worker-validate"))
+    assert services["minio"]["profiles"] == services["minio-bucket"]["profiles"] == ["s3"]
+    assert services["api"]["environment"]["C3_S3_BUCKET"] == ""  # blobs on the volume
+
+
+def test_the_s3_profile_puts_blobs_in_minio() -> None:
+    services = compose_config("s3", C3_S3_BUCKET="audits")["services"]
+    assert {"minio", "minio-bucket"} <= set(services)
+    assert services["minio"]["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+    assert services["minio-bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert "audits" in services["minio-bucket"]["environment"]["C3_S3_BUCKET"]
+    for name in ("api", "worker-gpu0", "worker-validate"):
+        env = services[name]["environment"]
+        assert env["C3_S3_BUCKET"] == "audits"
+        assert env["C3_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert env["C3_S3_ACCESS_KEY_ID"] == services["minio"]["environment"]["MINIO_ROOT_USER"]

@@ -76,7 +76,7 @@ def _jobs_page(
         JobRecord,
         tenant=tenant,
         state=state or None,
-        match=lambda job: classifier_id is None or job.classifier_id == classifier_id,
+        where={} if classifier_id is None else {"classifier_id": classifier_id},
         offset=(page - 1) * JOBS_PER_PAGE,
         limit=JOBS_PER_PAGE,
     )

@@ -76,14 +76,11 @@ def list_inversions(
     state: str | None = None,
     method: str | None = None,
 ) -> InversionsPublic:
-    def match(job: JobRecord) -> bool:
-        return (classifier_id is None or job.classifier_id == classifier_id) and (
-            method is None or job.method == method
-        )
-
+    where = {"classifier_id": classifier_id, "method": method}
     page = stores.jobs.list(
-        JobRecord, tenant=tenant, state=state, match=match, offset=paging.offset,
-        limit=paging.limit,
+        JobRecord, tenant=tenant, state=state,
+        where={name: value for name, value in where.items() if value is not None},
+        offset=paging.offset, limit=paging.limit,
     )  # fmt: skip
     return InversionsPublic(
         data=[InversionPublic.of(j) for j in page.items],
@@ -241,15 +238,15 @@ def grid_image(
 
 
 def _stored(
-    job: JobRecord, request: Request, stores: StoresDep, name: ArtifactName | JobFile,
-    media_type: str, filename: str | None,
+    job: JobRecord, request: Request, stores: StoresDep, settings: SettingsDep,
+    name: ArtifactName | JobFile, media_type: str, filename: str | None,
 ) -> Response:  # fmt: skip
-    """One of the job's stored files, streamed (ETag, byte ranges)."""
+    """One of the job's stored files, streamed (ETag, byte ranges) or redirected."""
     samples.require_succeeded(job)
     manifest = samples.manifest(stores.artifacts, job)
     key = keys.job_artifact(job.tenant, job.id, name)
     return downloads.stored(
-        request, stores.artifacts, key, manifest.files[name.value], media_type, filename
+        request, stores.artifacts, settings, key, manifest.files[name.value], media_type, filename
     )
 
 
@@ -258,16 +255,28 @@ def stored_file(media_type: str) -> dict[int | str, dict[str, Any]]:
     return {
         **binary(media_type),
         206: {"description": "The byte range asked for (`Range: bytes=…`)."},
+        307: {
+            "description": "A presigned URL of the blob store serves the file (large files, "
+            "when the service is configured so)."
+        },
         304: {"description": "Not modified: `If-None-Match` names the file's ETag."},
         **problems(409, 416),
     }
 
 
 @router.get("/{id}/samples.zip", response_class=Response, responses=stored_file("application/zip"))
-def samples_zip(job: JobDep, request: Request, stores: StoresDep) -> Response:
+def samples_zip(
+    job: JobDep, request: Request, stores: StoresDep, settings: SettingsDep
+) -> Response:
     """Every sample as PNG (`samples/000000.png`, …) with samples.json and metrics.json."""
     return _stored(
-        job, request, stores, JobFile.SAMPLES_ZIP, "application/zip", f"{job.id}-samples.zip"
+        job,
+        request,
+        stores,
+        settings,
+        JobFile.SAMPLES_ZIP,
+        "application/zip",
+        f"{job.id}-samples.zip",
     )
 
 
@@ -275,10 +284,12 @@ NPZ = stored_file("application/octet-stream")
 
 
 @router.get("/{id}/samples.npz", response_class=Response, responses=NPZ)
-def samples_npz(job: JobDep, request: Request, stores: StoresDep) -> Response:
+def samples_npz(
+    job: JobDep, request: Request, stores: StoresDep, settings: SettingsDep
+) -> Response:
     """`x` (N×C×H×W uint8), `targets`, `predicted`, `confidence`."""
     return _stored(
-        job, request, stores, ArtifactName.SAMPLES_NPZ, "application/octet-stream",
+        job, request, stores, settings, ArtifactName.SAMPLES_NPZ, "application/octet-stream",
         f"{job.id}-samples.npz",
     )  # fmt: skip
 
@@ -288,15 +299,21 @@ def samples_npz(job: JobDep, request: Request, stores: StoresDep) -> Response:
     response_class=Response,
     responses={200: {"model": InversionMetrics}, **problems(409)},
 )
-def metrics_json(job: JobDep, request: Request, stores: StoresDep) -> Response:
+def metrics_json(
+    job: JobDep, request: Request, stores: StoresDep, settings: SettingsDep
+) -> Response:
     """Every metric, per class and overall (see the method notes)."""
-    return _stored(job, request, stores, ArtifactName.METRICS_JSON, "application/json", None)
+    return _stored(
+        job, request, stores, settings, ArtifactName.METRICS_JSON, "application/json", None
+    )
 
 
 @router.get("/{id}/dataset", response_class=Response, responses=NPZ)
-def reject_class_dataset(job: JobDep, request: Request, stores: StoresDep) -> Response:
+def reject_class_dataset(
+    job: JobDep, request: Request, stores: StoresDep, settings: SettingsDep
+) -> Response:
     """The counterfeits as a labelled reject-class training set (`.npz`: x, y = K, …)."""
     return _stored(
-        job, request, stores, JobFile.REJECT_CLASS, "application/octet-stream",
+        job, request, stores, settings, JobFile.REJECT_CLASS, "application/octet-stream",
         f"{job.id}-reject-class.npz",
     )  # fmt: skip

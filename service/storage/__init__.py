@@ -1,6 +1,6 @@
 """Storage behind two small protocols: the job store (records, events, keys) and the artifact
 store (blobs). `open_stores` picks the implementations from settings; no other module builds
-storage paths or imports redis or sqlite3."""
+storage paths or imports redis, sqlite3 or boto3 (`tests/test_boundaries.py`)."""
 
 from service.storage.base import (
     ArtifactNotFound,

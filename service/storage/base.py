@@ -1,8 +1,10 @@
 """The two storage protocols, and what both job stores share.
 
-Records are the typed models of `service.records`, one kind each; the stores index `id`,
-`tenant`, `state` and `created_at` and nothing else, so any other filter is applied by the
-caller. A store validates a record on every write and every read (`encode` / `decode`), and
+Records are the typed models of `service.records`, one kind each. Lists are indexed: a list is
+named by its *scope* (kind, tenant, state and the `INDEXED_FIELDS`), each store keeps every
+scope's members in creation order and its count, and a page of a scope costs the same at 100
+records as at 100,000. Filters no index covers go through `match`, which reads the scope
+whole. A store validates a record on every write and every read (`encode` / `decode`), and
 updates go through a mutator under a transaction that may not move the record along an edge
 its state machine lacks (`check_transition`): that is how leases and states stay race-free
 across processes without locks of their own.
@@ -13,9 +15,11 @@ from __future__ import annotations
 import builtins
 import errno
 import functools
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar
+from urllib.parse import quote
 
 from service.records import JobEvent, JobEvents, Record, check_transition
 
@@ -41,10 +45,68 @@ def is_disk_full(exc: BaseException) -> bool:
     return "database or disk is full" in str(exc)
 
 
+def checked_key(key: str) -> str:
+    """A blob key both artifact stores accept: relative, `/`-separated, no empty, `.` or `..`
+    part (so it names the same blob in a folder and in a bucket)."""
+    if not key or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"bad artifact key {key!r}")
+    return key
+
+
 @dataclass(frozen=True)
 class Page(Generic[R]):
     items: list[R]
     count: int
+
+
+INDEXED_FIELDS = ("classifier_id", "method")
+"""Record fields, besides tenant and state, that lists filter on through an index (`where`).
+A kind without the field is simply never in such a list."""
+
+
+class UnindexedList(ValueError):
+    """A list asked for filters no index covers (a programming error, not a user's)."""
+
+
+def list_scope(kind: str, tenant: str | None, filters: Mapping[str, str]) -> str:
+    """The name of one indexed list: `job|tenant=a|state=queued`. Filters other than state
+    are indexed per tenant only."""
+    unknown = set(filters) - {"state", *INDEXED_FIELDS}
+    if unknown or (tenant is None and set(filters) - {"state"}):
+        raise UnindexedList(f"no index lists {kind} by {sorted(filters)} (tenant {tenant!r})")
+    parts = [kind] if tenant is None else [kind, f"tenant={quote(tenant, safe='')}"]
+    parts += [f"{name}={quote(str(value), safe='')}" for name, value in sorted(filters.items())]
+    return "|".join(parts)
+
+
+def scopes_of(kind: str, tenant: str, fields: Mapping[str, str]) -> set[str]:
+    """Every list a record with these indexed `fields` (state included) belongs to: all of
+    its kind, by state, and per tenant by each combination of fields (2 + 2^len(fields))."""
+    found = {list_scope(kind, None, {}), list_scope(kind, None, {"state": fields["state"]})}
+    for n in range(len(fields) + 1):
+        for names in itertools.combinations(sorted(fields), n):
+            found.add(list_scope(kind, tenant, {name: fields[name] for name in names}))
+    return found
+
+
+def indexed_fields(record: Record) -> dict[str, str]:
+    fields = {"state": str(record.state)}
+    for name in INDEXED_FIELDS:
+        value = getattr(record, name, None)
+        if value is not None:
+            fields[name] = str(value)
+    return fields
+
+
+def record_scopes(record: Record) -> set[str]:
+    return scopes_of(record.KIND, record.tenant, indexed_fields(record))
+
+
+def query_scope(
+    model: type[Record], tenant: str | None, state: str | None, where: Mapping[str, str] | None
+) -> str:
+    filters = dict(where or {}) | ({} if state is None else {"state": str(state)})
+    return list_scope(model.KIND, tenant, filters)
 
 
 def encode(record: Record) -> str:
@@ -94,11 +156,15 @@ class JobStore(Protocol):
         *,
         tenant: str | None = None,
         state: str | None = None,
+        where: Mapping[str, str] | None = None,
         match: Callable[[R], bool] | None = None,
         offset: int = 0,
         limit: int | None = None,
     ) -> Page[R]:
-        """Records newest first; `count` is the number matching before offset and limit."""
+        """Records newest first (then by id, descending); `count` is the number matching
+        before offset and limit. `state` and `where` (`INDEXED_FIELDS`, with a tenant) are
+        indexed: a page costs the same however many records there are. `match` is not: it
+        reads every record of the indexed list."""
 
     def append_event(self, stream: str, event: JobEvent) -> int:
         """Append to an event stream; returns its sequence number (1, 2, …)."""
@@ -159,6 +225,12 @@ class ArtifactStore(Protocol):
 
     def free_bytes(self) -> int | None:
         """Space left for blobs (None: the store does not run out, e.g. S3)."""
+
+    def presigned_url(
+        self, key: str, seconds: int, media_type: str, filename: str | None
+    ) -> str | None:
+        """A URL that serves the blob for `seconds` without the API (None: the store has
+        none, e.g. a local folder)."""
 
 
 def translate_errors(*driver_errors: type[BaseException]) -> Callable[[type], type]:

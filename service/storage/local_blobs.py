@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from service.storage.base import ArtifactNotFound, StoreUnavailable
+from service.storage.base import ArtifactNotFound, StoreUnavailable, checked_key
 
 
 class LocalArtifactStore:
@@ -20,8 +20,8 @@ class LocalArtifactStore:
         self._root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        path = (self._root / key).resolve()
-        if not key or key.startswith("/") or not path.is_relative_to(self._root):
+        path = (self._root / checked_key(key)).resolve()
+        if not path.is_relative_to(self._root):  # through a symbolic link
             raise ValueError(f"bad artifact key {key!r}")
         return path
 
@@ -82,6 +82,11 @@ class LocalArtifactStore:
 
     def free_bytes(self) -> int | None:
         return shutil.disk_usage(self._root).free
+
+    def presigned_url(
+        self, key: str, seconds: int, media_type: str, filename: str | None
+    ) -> str | None:
+        return None
 
     def sweep_partials(self, older_than: float) -> int:
         """Temporary files of writes that a crash interrupted (`.tmp-*`)."""

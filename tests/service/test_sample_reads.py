@@ -16,6 +16,7 @@ from PIL import Image
 from models.contracts.artifacts import ArtifactName, SampleIndex, SampleRecord, SamplesArrays
 from models.contracts.npz import NpzWriter, locate
 from service import exports
+from service.app import create_app
 from service.read_cache import ReadCache
 from service.records import JobRecord, JobState
 from service.sample_table import SampleTable
@@ -207,6 +208,16 @@ def test_downloads_are_stored_files_with_etags_and_ranges(api: TestClient, store
     outside = api.get(url, headers={"Range": f"bytes={len(whole.content)}-"})
     assert problem(outside, 416)["detail"].startswith(f"the file has {len(whole.content):,} bytes")
     assert outside.headers["content-range"] == f"bytes */{len(whole.content)}"
+
+
+def test_a_local_blob_store_streams_every_download(api: TestClient, stores: Stores) -> None:
+    """Presigned redirects need a store that serves blobs itself: a folder does not."""
+    job = records.seed_job(stores, records.seed_classifier(stores, side=8), per_class=4)
+    settings = ServiceSettings(s3_presign_min_bytes=1)
+    with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as other:
+        got = other.get(f"/inversions/{job.id}/samples.zip", follow_redirects=False)
+    assert got.status_code == 200
+    assert got.content == stored(stores, job, JobFile.SAMPLES_ZIP)
 
 
 def test_the_exports_hold_every_sample(api: TestClient, stores: Stores) -> None:
