@@ -88,11 +88,18 @@ ZYGOTE = [sys.executable, "-c", "from worker.sandbox import zygote; zygote()"]
 than the ones the checks raise."""
 
 
+def _code_roots() -> list[Path]:
+    """Where this process's `worker` and `models` come from: the zygote imports the same code
+    (not whatever an editable install of another checkout points at)."""
+    return sorted(
+        {Path(importlib.import_module(p).__file__ or ".").resolve().parent.parent
+         for p in ("worker", "models")}
+    )  # fmt: skip
+
+
 def _readable_roots() -> list[Path]:
     """What the zygote must read: the interpreter, the environment, the project's code."""
-    roots = {Path(sys.base_prefix), Path(sys.prefix)}
-    for package in ("worker", "models"):
-        roots.add(Path(importlib.import_module(package).__file__ or ".").resolve().parent.parent)
+    roots = {Path(sys.base_prefix), Path(sys.prefix), *_code_roots()}
     roots |= {Path(p) for p in ("/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc")}
     return sorted(p for p in roots if p.exists())
 
@@ -139,7 +146,8 @@ class Sandbox:
     def _zygote(self) -> tuple[subprocess.Popen[bytes], _Lines]:
         if self._proc is None or self._proc.poll() is not None or self._lines is None:
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1",
-                   "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+                   "PYTHONDONTWRITEBYTECODE": "1",
+                   "PYTHONPATH": os.pathsep.join(map(str, _code_roots()))}  # fmt: skip
             self._proc = subprocess.Popen(
                 self._command(),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd="/",
