@@ -66,8 +66,9 @@ class CommonSettings(BaseSettings):
     )
     celery_events: bool = Field(
         False,
-        description="Celery task events and remote control, for Flower and `celery inspect` "
-        "(and the workers' compose healthcheck); with Redis only.",
+        description="Celery task events, worker heartbeats and remote control, for Flower, "
+        "`celery inspect` and `python -m worker.health` (the workers' compose healthcheck); "
+        "with Redis only.",
     )
 
     @property

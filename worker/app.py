@@ -110,8 +110,11 @@ def run_worker(queues: str, concurrency: int, name: str | None, loglevel: str = 
         f"--loglevel={loglevel}",
         "--without-gossip",
         "--without-mingle",
-        "--without-heartbeat",
     ]
+    settings = get_worker_settings()
+    if not (settings.celery_events and settings.redis_url):
+        # Event heartbeats are how Flower tells a live worker: only sent when it can watch.
+        argv.append("--without-heartbeat")
     if name:
         argv.append(f"--hostname={name}")
     app.worker_main(argv)
