@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +162,56 @@ def test_api_image_installs_no_torch() -> None:
     assert {"fastapi", "celery", "opentelemetry-sdk"} <= set(api)
     worker = constraints.closure(constraints.direct_requirements(("engine",)))
     assert "torch" in worker  # the walk does find torch where it is
+
+
+GPU_SMOKE = ROOT / "bench" / "gpu_smoke.sh"
+
+
+def test_gpu_smoke_script_is_clean_shell() -> None:
+    if shutil.which("shellcheck"):
+        check = subprocess.run(["shellcheck", str(GPU_SMOKE)], capture_output=True, text=True)
+    else:  # `make tools` installs shellcheck; without it, at least the syntax
+        check = subprocess.run(["bash", "-n", str(GPU_SMOKE)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_gpu_smoke_stops_at_once_without_cuda() -> None:
+    """Here there is no GPU: one clear line and status 1, before any service starts."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: run bench/gpu_smoke.sh itself")
+    started = time.monotonic()
+    run = subprocess.run(
+        [str(GPU_SMOKE)], env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert run.stdout == ""
+    assert re.fullmatch(
+        rf"gpu_smoke: no CUDA device visible to torch \({re.escape(torch.__version__)}\): "
+        r"nothing run\n",
+        run.stderr,
+    ), run.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_gpu_smoke_measures_one_job_end_to_end(tmp_path: Path) -> None:
+    """Its engine half, on the CPU (the only device here): a real `c3 serve`, uploads, one job,
+    the step rate read from the job's metrics."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_smoke.py"), "--device", "cpu",
+         "--steps", "10", "--per-class", "2", "--epochs", "1"],
+        env={**os.environ, "C3_TORCH_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    last = run.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"gpu_smoke: one c3 job on cpu: 10 steps in ([\d.]+) s = ([\d.]+) steps/s "
+        r"\(job wall time [\d.]+ s\)",
+        last,
+    )
+    assert match, run.stdout
+    seconds, rate = float(match[1]), float(match[2])
+    assert rate == pytest.approx(10 / seconds, rel=0.05)
