@@ -25,7 +25,8 @@ run: $(STAMP) sandbox
 
 ## Debian packages the tests drive: Chromium (browser tests, never a downloaded browser),
 ## docker-compose (validates docker-compose.yml; no engine needed), redis-server,
-## bubblewrap (the validation sandbox's namespaces), and curl and jq (the README's walk-through).
+## bubblewrap (the validation sandbox's namespaces), curl and jq (the README's walk-through),
+## and shellcheck (bench/gpu_smoke.sh).
 tools:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
@@ -34,6 +35,7 @@ tools:
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
 	command -v jq >/dev/null || missing="$$missing jq"; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; fi
 
 ## bubblewrap isolates the validation of uploads (no network, a read-only filesystem); without

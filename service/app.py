@@ -18,6 +18,7 @@ from service.openapi import install as install_openapi
 from service.openapi import operation_id
 from service.queue import make_celery
 from service.read_cache import cache
+from service.request_ids import RequestIds
 from service.routers import classifiers, datasets, health, inversions, metrics, report
 from service.settings import ServiceSettings, get_settings
 from service.storage import open_stores
@@ -58,6 +59,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestGate)
+    app.add_middleware(RequestIds)  # outermost: every request has an id, even one refused
     app.include_router(health.router)
     app.include_router(classifiers.router)
     app.include_router(datasets.router)
@@ -66,4 +68,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(report.router)
     dashboard.mount(app)
     install_openapi(app)
+    if settings.tracing != "off":
+        from service.tracing import instrument_api
+
+        instrument_api(app)
     return app

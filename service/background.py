@@ -12,6 +12,7 @@ Time comes from a `Clock` (default `time.time`), so tests move it instead of sle
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import secrets
@@ -23,6 +24,7 @@ from typing import Generic
 
 from celery import Celery
 
+from service import logs
 from service.queue import publish, purge
 from service.records import (
     ClassifierRecord,
@@ -123,6 +125,8 @@ def claim(
     record = store.update(model, id, take)
     if record is None or record.task.lease is None or record.task.lease.token != token:
         return None
+    id_field = "job_id" if isinstance(record, JobRecord) else "upload_id"
+    logs.annotate(tenant=record.tenant, request_id=record.task.request_id, **{id_field: id})
     return Claim(model, id, token, clock), record
 
 
@@ -142,7 +146,10 @@ class Heartbeat(Generic[R]):
         self._on_renew = on_renew
         self.lost = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{lease.id}", daemon=True)
+        context = contextvars.copy_context()  # its log lines carry the task's ids
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name=f"heartbeat-{lease.id}", daemon=True
+        )
 
     def __enter__(self) -> Heartbeat[R]:
         self._thread.start()

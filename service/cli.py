@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -147,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         from service import audit_cli
 
         return audit_cli.run(args)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from service import logs
+    from service.settings import CommonSettings
+
+    logs.configure(CommonSettings().log_format)
     if args.command in ("serve", "api"):
         settings = _apply(args, host="C3_HOST", port="C3_PORT", data_dir="C3_DATA_DIR")
         from service.serve import run_api, serve

@@ -8,6 +8,7 @@ from celery import Celery
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service import logs
 from service.auth import authenticate
 from service.settings import ServiceSettings
 from service.storage import Stores
@@ -49,7 +50,9 @@ def current_tenant(
     stores: StoresDep,
     _key: Annotated[HTTPAuthorizationCredentials | None, Security(API_KEY)],
 ) -> str:
-    return authenticate(request, settings, stores.jobs)
+    tenant = authenticate(request, settings, stores.jobs)
+    logs.annotate(tenant=tenant)
+    return tenant
 
 
 TenantDep = Annotated[str, Depends(current_tenant)]

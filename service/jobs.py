@@ -12,9 +12,10 @@ from celery import Celery
 
 from models.contracts.cost import estimate_job_memory
 from models.contracts.inversion import InversionConfig
-from service import quotas, read_cache
+from service import logs, quotas, read_cache
 from service.background import publish_task
 from service.errors import Conflict, InvalidField, Unavailable
+from service.fairness import next_turn
 from service.records import (
     FINISHED_JOB_STATES,
     ClassifierRecord,
@@ -244,9 +245,17 @@ def cancel(store: JobStore, job: JobRecord) -> JobRecord:
 
 
 def resume(store: JobStore, job: JobRecord) -> JobRecord:
-    """Queue a cancelled or failed job again; the worker continues from its last checkpoint."""
+    """Queue a cancelled or failed job again, in its tenant's next turn (service.fairness);
+    the worker continues from its last checkpoint."""
+    turn = next_turn(store, job.tenant)
 
-    updated = store.update(JobRecord, job.id, lambda record: record.resumed(time.time()))
+    def resumed(record: JobRecord) -> JobRecord | None:
+        again = record.resumed(time.time())
+        if again is not None:
+            again.turn, again.task.request_id = turn, logs.current("request_id")
+        return again
+
+    updated = store.update(JobRecord, job.id, resumed)
     if updated is None:
         raise Conflict(
             f"job {job.id} is {job.state}: only a cancelled or failed inversion job can be resumed"
@@ -290,8 +299,12 @@ def delete_job(stores: Stores, job: JobRecord) -> None:
 def enqueue(stores: Stores, celery: Celery, job: JobRecord, *, new: bool = True) -> None:
     """Store a new job (unless `new` is false: a resumed one) and publish it; 503 when the
     broker is down, leaving nothing behind. The "queued" event comes first: a worker may
-    claim the job (and say "running") the moment its message is out."""
+    claim the job (and say "running") the moment its message is out. A new job takes its
+    tenant's next turn (service.fairness)."""
+    logs.annotate(job_id=job.id)
     if new:
+        job.turn = next_turn(stores.jobs, job.tenant)
+        job.task.request_id = logs.current("request_id")
         stores.jobs.create(job)
     stream = events_stream(job.id)
     stores.jobs.append_event(stream, StateEvent(state=JobState.QUEUED))

@@ -11,6 +11,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 from kombu.transport import sqlalchemy
 
+from service import logs
 from service.records import ClassifierRecord, DatasetRecord, JobRecord
 from service.settings import CommonSettings
 
@@ -35,6 +36,7 @@ class EmbeddedTransport(sqlalchemy.Transport):
 def make_celery(settings: CommonSettings) -> Celery:
     app = Celery("c3", set_as_current=False)
     broker_options: dict[str, object] = {}
+    monitored = settings.celery_events and settings.redis_url is not None
     if settings.redis_url:
         # Above the longest job, so Redis never re-delivers a message that is still running.
         broker_options["visibility_timeout"] = settings.max_job_seconds + 3600
@@ -59,17 +61,21 @@ def make_celery(settings: CommonSettings) -> Celery:
         broker_transport_options=broker_options,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        worker_hijack_root_logger=False,
-        worker_send_task_events=False,
-        worker_enable_remote_control=False,  # no broadcast: cancel is a flag in the job record
+        worker_hijack_root_logger=False,  # service.logs formats every line
+        # Flower and `celery inspect` need events and remote control (broadcast: Redis only);
+        # the service itself needs neither: cancel is a flag in the job record.
+        worker_send_task_events=monitored,
+        task_send_sent_event=monitored,
+        worker_enable_remote_control=monitored,
         enable_utc=True,
     )
     return app
 
 
 def publish(app: Celery, task_name: str, record_id: str) -> None:
-    """Send a "work on this record" message to the task's queue."""
-    app.send_task(task_name, args=[record_id])
+    """Send a "work on this record" message to the task's queue, with the id of the request
+    behind it, if any (the worker's log lines about the message carry it)."""
+    app.send_task(task_name, args=[record_id], kwargs={"request_id": logs.current("request_id")})
 
 
 def purge(app: Celery) -> int:

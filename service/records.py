@@ -107,6 +107,7 @@ class Task(BaseModel):
     resumes: int = 0  # times a user resumed the record after it stopped
     queued_at: float = Field(default_factory=time.time)  # when it last entered the queue
     published_at: float | None = None  # when its message was last sent (None: not yet)
+    request_id: str | None = None  # of the request that queued it: the worker logs it too
 
     def requeued(self, now: float) -> Task:
         """Back in the queue, its message still to be sent."""
@@ -333,6 +334,7 @@ class JobRecord(JobBase, Record):
     state: JobState = JobState.QUEUED
     class_names: list[str]
     input_shape: tuple[int, int, int]
+    turn: int = 0  # its place in the fair order across tenants (service.fairness)
 
     @model_validator(mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from models.contracts.errors import field_errors
-from service import quotas
+from service import logs, quotas
 from service.background import publish_task
 from service.errors import Conflict, InvalidField, NotFound, Unavailable
 from service.records import (
@@ -128,6 +128,8 @@ async def register_upload(
         meta = parse_form(schema, upload.fields)
         id = new_id(ID_PREFIXES[model.KIND])
         doc = record(id, tenant, meta, upload)
+        doc.task.request_id = logs.current("request_id")
+        logs.annotate(upload_id=id)
         await run_in_threadpool(
             stores.artifacts.put_stream, upload_key(tenant, id), upload.chunks()
         )

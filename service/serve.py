@@ -47,8 +47,17 @@ def run_api(settings: ServiceSettings) -> int:
     if refusal:
         print(f"c3: {refusal}", file=sys.stderr)
         return 2
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    run_uvicorn(settings)
     return 0
+
+
+def run_uvicorn(settings: ServiceSettings) -> None:
+    """uvicorn with logging left to service.logs, and its access log replaced by the request
+    line of service.request_ids (which knows the request's id)."""
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level="info",
+        log_config=None, access_log=False,
+    )  # fmt: skip
 
 
 def _lock_data_dir(data_dir: Path) -> IO[str] | None:
@@ -140,7 +149,7 @@ def serve(settings: ServiceSettings, *, workers: int) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+        run_uvicorn(settings)
     finally:
         supervisor.stop()
         if lock is not None:

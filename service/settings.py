@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,22 @@ class CommonSettings(BaseSettings):
         4096,
         description="Memory one job may use: jobs estimated above it are refused (422), and a "
         "worker process running a job cannot allocate beyond it.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="`json`: one JSON object a log line, with the request id, tenant and job "
+        "id of the work it is about; `text`: the same as readable lines.",
+    )
+    tracing: Literal["off", "otlp"] = Field(
+        "off",
+        description="`otlp`: OpenTelemetry traces of requests and tasks, sent to the collector "
+        "the standard `OTEL_EXPORTER_OTLP_*` variables name (needs the `tracing` extra).",
+    )
+    celery_events: bool = Field(
+        False,
+        description="Celery task events, worker heartbeats and remote control, for Flower, "
+        "`celery inspect` and `python -m worker.health` (the workers' compose healthcheck); "
+        "with Redis only.",
     )
 
     @property

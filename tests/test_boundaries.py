@@ -73,7 +73,8 @@ def test_the_engine_knows_nothing_of_the_service() -> None:
 def test_the_worker_uses_the_shared_layer_not_the_http_one(layer: str) -> None:
     shared = ("service.records", "service.storage", "service.background", "service.queue",
               "service.settings", "service.housekeeping", "service.exports",
-              "service.sample_table", "service.images")  # fmt: skip
+              "service.sample_table", "service.images", "service.fairness", "service.logs",
+              "service.tracing")  # fmt: skip
     for path, names in imported_modules(layer).items():
         service = {n for n in names if n.split(".")[0] == "service"}
         assert all(n.startswith(shared) for n in service), (path, service - set(shared))

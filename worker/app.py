@@ -4,12 +4,14 @@ worker died, publishes what a crash left unpublished, collects orphaned blobs)."
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
 
 from celery import Celery, signals
 
+import service.logs as logs
 from service.housekeeping import Housekeeper
 from service.queue import GPU_QUEUE, make_celery
 from worker import tasks
@@ -29,9 +31,37 @@ def create_worker_app(*, preload_engine: bool = False) -> Celery:
     bind_app(app)
     signals.worker_ready.connect(_start_housekeeping, weak=False)
     signals.worker_shutdown.connect(_stop_housekeeping, weak=False)
+    signals.task_prerun.connect(_bind_task_logs, weak=False)
+    signals.task_postrun.connect(_unbind_task_logs, weak=False)
     if preload_engine:
         signals.worker_process_init.connect(_prepare_job_process, weak=False)
+    if get_worker_settings().tracing != "off":
+        signals.worker_process_init.connect(_start_tracing, weak=False)
     return app
+
+
+def _start_tracing(**_: Any) -> None:
+    """In each pool child (an exporter's thread must not cross a fork)."""
+    from service.tracing import start
+
+    start("c3-worker")
+
+
+_task_logs: dict[str, contextlib.AbstractContextManager[object]] = {}
+
+
+def _bind_task_logs(task_id: str, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+    """A task's lines carry the id of the request behind its message; the record it claims
+    adds its tenant and id (service.background.claim)."""
+    bound = logs.bound(request_id=(kwargs or {}).get("request_id"))
+    bound.__enter__()
+    _task_logs[task_id] = bound
+
+
+def _unbind_task_logs(task_id: str, **_: Any) -> None:
+    bound = _task_logs.pop(task_id, None)
+    if bound is not None:
+        bound.__exit__(None, None, None)
 
 
 def _prepare_job_process(**_: Any) -> None:
@@ -80,8 +110,11 @@ def run_worker(queues: str, concurrency: int, name: str | None, loglevel: str = 
         f"--loglevel={loglevel}",
         "--without-gossip",
         "--without-mingle",
-        "--without-heartbeat",
     ]
+    settings = get_worker_settings()
+    if not (settings.celery_events and settings.redis_url):
+        # Event heartbeats are how Flower tells a live worker: only sent when it can watch.
+        argv.append("--without-heartbeat")
     if name:
         argv.append(f"--hostname={name}")
     app.worker_main(argv)

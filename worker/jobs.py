@@ -28,9 +28,10 @@ from models.contracts.classifier import ClassifierRejected
 from models.device import pick_device
 from models.reference_data import load_canonical
 from models.threads import share_of_cores, use_threads
-from service.background import Claim, Heartbeat, claim
+from service.background import Claim, Heartbeat
 from service.exports import build as build_exports
 from service.exports import file_chunks
+from service.fairness import claim_in_turn
 from service.records import (
     ClassifierRecord,
     DatasetRecord,
@@ -229,14 +230,18 @@ def size_threads(settings: WorkerSettings) -> int:
     return use_threads(settings.torch_threads or share_of_cores(settings.job_processes or 1))
 
 
-def run_job(job_id: str) -> None:
+def run_job(message_job_id: str) -> None:
+    """Run the queued job whose turn is next (service.fairness): the message's job, or one of
+    another tenant that waited less long."""
     ctx = get_context()
     store = ctx.stores.jobs
-    claimed = claim(store, JobRecord, job_id, max_attempts=ctx.settings.max_attempts)
+    claimed = claim_in_turn(store, max_attempts=ctx.settings.max_attempts)
     if claimed is None:
-        log.info("job %s: not queued (duplicate message, cancelled or done)", job_id)
+        log.info("message for job %s: no job queued (duplicate, cancelled or done)", message_job_id)
         return
     lease, job = claimed
+    job_id = job.id
+    log.info("job %s started (attempt %d, turn %d)", job_id, job.task.attempts, job.turn)
     run = JobRun(ctx, lease, job)
     run.update(lambda record: setattr(record, "started_at", record.started_at or time.time()))
     run.event(StateEvent(state=JobState.RUNNING))
@@ -262,6 +267,7 @@ def run_job(job_id: str) -> None:
             finish = _ended(JobState.FAILED, _failure(job_id, exc, ctx.settings))
     final = _retrying(lambda: lease.finish(store, finish))
     if final is not None:
+        log.info("job %s %s", job_id, final.state)
         _retrying(lambda: run.event(StateEvent(state=final.state, error=final.error)))
         if final.state == JobState.SUCCEEDED:  # failed or cancelled jobs keep it, to be resumed
             ctx.stores.artifacts.delete_prefix(keys.job_checkpoint(job.tenant, job_id))

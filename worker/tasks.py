@@ -8,19 +8,20 @@ from celery import Celery
 from service.queue import RUN_INVERSION, VALIDATE_CLASSIFIER, VALIDATE_DATASET
 
 
-def run_inversion(job_id: str) -> None:
+def run_inversion(job_id: str, request_id: str | None = None) -> None:
+    """`request_id` is for the logs (worker.app binds it before the task runs)."""
     from worker.jobs import run_job
 
     run_job(job_id)
 
 
-def validate_classifier(classifier_id: str) -> None:
+def validate_classifier(classifier_id: str, request_id: str | None = None) -> None:
     from worker.validation import validate_classifier as validate
 
     validate(classifier_id)
 
 
-def validate_dataset(dataset_id: str) -> None:
+def validate_dataset(dataset_id: str, request_id: str | None = None) -> None:
     from worker.validation import validate_dataset as validate
 
     validate(dataset_id)

@@ -12,7 +12,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from models.contracts.artifacts import ArtifactName, InversionMetrics
-from service import downloads, samples
+from service import downloads, logs, samples
 from service.deps import CeleryDep, SettingsDep, StoresDep, TenantDep
 from service.errors import InvalidField
 from service.jobs import cancel, delete_job, draw_more, resume_and_enqueue, start_job
@@ -38,6 +38,7 @@ SSE_RETRY_MS = 2000
 
 
 def get_job(id: str, tenant: TenantDep, stores: StoresDep) -> JobRecord:
+    logs.annotate(job_id=id)
     return get_owned(stores, JobRecord, id, tenant)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,7 +11,9 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.auth import create_key
 from service.settings import ServiceSettings
-from service.storage import open_stores
+from service.storage import JobStore, open_stores
+from service.storage.redis_jobs import RedisJobStore
+from service.storage.sqlite_jobs import SqliteJobStore
 
 
 @pytest.fixture
@@ -30,3 +33,15 @@ def make_key(tenant: str) -> str:
 
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def job_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    """Each job store in turn: the embedded default's SQLite and Redis (the tests' database)."""
+    store: JobStore
+    if request.param == "sqlite":
+        store = SqliteJobStore(tmp_path / "c3.sqlite")
+    else:
+        store = RedisJobStore(request.getfixturevalue("redis_url"), prefix="test:")
+    yield store
+    store.close()
