@@ -112,7 +112,8 @@ class SqliteJobStore:
             yield conn
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite rolls back by itself on some errors (disk full)
+                conn.execute("ROLLBACK")
             raise
 
     def ping(self) -> None:

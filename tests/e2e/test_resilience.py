@@ -135,7 +135,8 @@ def test_a_full_disk_is_a_state_the_service_recovers_from(
     assert service.wait(old["id"])["state"] == "succeeded"
     assert service.request("GET", "/readyz").status_code == 200
 
-    filler = fill(small_disk, leave=300 * 1024)  # room for the records, none for a job's files
+    # room for the records (and their indexes), none for a job's files (3 MB)
+    filler = fill(small_disk, leave=1024 * 1024)
     ready = service.request("GET", "/readyz")
     assert ready.status_code == 503
     assert "disk full" in ready.json()["checks"]["disk"]
