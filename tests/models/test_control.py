@@ -173,6 +173,13 @@ def test_steps_record_each_class_need_and_batches_follow_it() -> None:
     clone = ClassController(100, ControlSettings())
     clone.load_state_dict(load_state(save_state(control.state_dict())))
     assert torch.equal(clone.need, control.need)
+    # with few classes every class is in every batch: the need changes nothing (the runs of
+    # the 10-class classifiers are the same, bit for bit, as before it)
+    few = ClassController(10, ControlSettings())
+    before = few.draw_labels(torch.arange(10), 64, torch.Generator().manual_seed(1))
+    few.need = torch.linspace(0.0, 1.0, 10, dtype=torch.float64)
+    after = few.draw_labels(torch.arange(10), 64, torch.Generator().manual_seed(1))
+    assert torch.equal(before, after)
 
 
 def test_few_classes_every_class_at_least_twice_extra_slots_to_lagging() -> None:
