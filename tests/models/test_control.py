@@ -248,6 +248,7 @@ def test_train_spends_the_budget_when_targets_cannot_be_met(classifier: LoadedCl
 def test_adaptive_resume_from_any_checkpoint_matches_uninterrupted(
     classifier: LoadedClassifier,
 ) -> None:
+    # a batch of 16 cannot hold 10 classes twice: classes are drawn by pull and need
     config = InversionConfig.tiny("c3", steps=9, check_every=2, confidence_threshold=0.999999)
     labels = torch.arange(10)
     straight = build_method(classifier, config, "cpu")
@@ -269,6 +270,7 @@ def test_adaptive_resume_from_any_checkpoint_matches_uninterrupted(
         train(resumed, steps=9)
         assert resumed.controller is not None
         assert torch.equal(resumed.controller.pull, straight.controller.pull)
+        assert torch.equal(resumed.controller.need, straight.controller.need)
         assert torch.equal(resumed.sample(labels), expected), f"resumed from step {step}"
 
 
