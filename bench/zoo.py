@@ -129,7 +129,7 @@ def run_one(prepared: Prepared, label: str, fields: dict[str, Any], args: Any) -
         "classes": classes,
         "pass": {name: checks[name].met for name, _ in FLAGS},
         "met": verdict.met,
-        "verdict": verdict.to_dict(),
+        "verdict": verdict.model_dump(mode="json"),
         "probe": None if probe is None else probe.to_dict(),
         "per_class": {
             n: {

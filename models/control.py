@@ -25,6 +25,15 @@ It then adapts, per class k:
 - the pull a_k: lagging classes are drawn more often into the training batch and their KL
   term weighs more (×`PULL_UP` per lagging check, up to `PULL_MAX`; back towards 1 after).
 
+Between checks, every step tells the controller how far each class of its batch is from
+confident (`record`: the class's need, a running mean of min(1, (1 − p_y) / (1 − threshold))
+over its training samples). When the classes do not all fit in a batch (100 in a batch of
+64: 32 drawn per step), they are drawn in proportion to pull × (`NEED_FLOOR` + need): the
+batch goes where the shortfall is, step by step, instead of spreading evenly over classes
+that are already confident until a check (every 50 steps, on evidence pooled over 200)
+notices the laggards. With few classes every class is in every batch and only the pull
+shares the spare slots.
+
 Training stops when, at two consecutive checks, no class is collapsed, the mean spread is at
 least the floor, the overall confident share meets the target, and on the pooled probes no
 class lags, the overall confident share is ≥ target + `OVERALL_MARGIN` and the argmax share
@@ -79,6 +88,8 @@ FOCUS_SLACK = 0.01  # KL sample weight 1 / (1 − p_y + this): see the methods' 
 HEADROOM = 1.25  # "clearly not collapsed": probe diversity at least this × the floor
 PULL_UP = 1.5
 PULL_MAX = 4.0
+NEED_FLOOR = 0.1  # a class at its target is still drawn this much (vs 1 + this when far off)
+NEED_RATE = 0.3  # weight of a step's measurement in a class's running need
 CLASS_MARGIN = 0.02  # pooled probes must beat the per-class target by this (0.97 → 0.99)
 OVERALL_MARGIN = 0.005  # ... and the overall one by this (0.99 → 0.995)
 PASSES_TO_STOP = 2  # consecutive checks with every target met, on their pooled probes
@@ -190,6 +201,7 @@ class ClassController:
             (num_classes,), settings.diversity_floor, dtype=torch.float64
         )
         self.pull = torch.ones(num_classes, dtype=torch.float64)
+        self.need = torch.ones(num_classes, dtype=torch.float64)  # see `record`
         self.passes = 0
         self.finished = False
         self.candidate = False  # the last check met the targets, awaiting `confirm`
@@ -335,15 +347,30 @@ class ClassController:
         return self.last_report
 
     # -- batches ----------------------------------------------------------------------------
+    def record(self, labels: torch.Tensor, p_target: torch.Tensor) -> None:
+        """A training step's confidences p_y (n,) for labels (n,): update each present class's
+        need, a running mean of min(1, (1 − p_y) / (1 − threshold)) (1: at or under the
+        threshold, 0: certain), which weighs how often the class is drawn next."""
+        labels = labels.cpu()
+        slack = 1.0 - self.settings.confidence_threshold
+        shortfall = ((1.0 - p_target.detach().double().cpu()) / slack).clamp(max=1.0)  # (n,)
+        sums = torch.zeros(self.num_classes, dtype=torch.float64).index_add_(0, labels, shortfall)
+        counts = torch.bincount(labels, minlength=self.num_classes).double()
+        present = counts > 0
+        measured = sums[present] / counts[present]
+        self.need[present] = (1.0 - NEED_RATE) * self.need[present] + NEED_RATE * measured
+
     def draw_labels(
         self, pool: torch.Tensor, batch_size: int, rng: torch.Generator
     ) -> torch.Tensor:
-        """A batch of labels from `pool`, weighted by pull, at least 2 per drawn class.
+        """A batch of labels from `pool`, at least 2 per drawn class.
 
         When every class fits twice (2·|pool| ≤ batch), each gets 2 and the rest is shared
         in proportion to the pulls (largest remainders drawn at random). Otherwise
-        batch // 2 classes are drawn without replacement with probability ∝ pull, 2 each
-        (so the per-class diversity terms always have pairs). Deterministic under `rng`.
+        batch // 2 classes are drawn without replacement with probability ∝ pull ×
+        (NEED_FLOOR + need), 2 each (so the per-class diversity terms always have pairs):
+        which classes get in at all is then what decides, so it follows every step's need.
+        Deterministic under `rng`.
         """
         pool = pool.long().flatten().cpu()
         weights = self.pull[pool].double()
@@ -357,6 +384,7 @@ class ClassController:
                 remainder = (share - share.floor()) + 1e-9
                 counts[torch.multinomial(remainder, left, replacement=False, generator=rng)] += 1
         else:
+            weights = weights * (NEED_FLOOR + self.need[pool])
             drawn = torch.multinomial(weights, batch_size // 2, replacement=False, generator=rng)
             counts[drawn] = 2
             if batch_size % 2:
@@ -370,6 +398,7 @@ class ClassController:
             "diversity_weight": self.diversity_weight.clone(),
             "spread_target": self.spread_target.clone(),
             "pull": self.pull.clone(),
+            "need": self.need.clone(),
             "passes": self.passes,
             "window": [(c.clone(), flag) for c, flag in self.window],
             "finished": self.finished,
@@ -382,6 +411,8 @@ class ClassController:
         self.diversity_weight = state["diversity_weight"].clone().double()
         self.spread_target = state["spread_target"].clone().double()
         self.pull = state["pull"].clone().double()
+        need = state.get("need")  # checkpoints from before issue 17: every class in need
+        self.need = torch.ones_like(self.pull) if need is None else need.clone().double()
         self.passes = int(state["passes"])
         self.window = [(c.clone(), bool(flag)) for c, flag in state["window"]]
         self.finished = bool(state["finished"])

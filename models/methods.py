@@ -307,6 +307,7 @@ class InversionMethod(abc.ABC):
             self.last_confident_share = (p_target >= CONFIDENT).float().mean().item()
             self.last_min_confidence = p_target.min().item() if p_target.numel() else 1.0
         if self.controller is not None:
+            self.controller.record(labels, p_target)
             return self._adaptive_loss_terms(images, target, labels, latents, logits, features)
         groups = labels if self.config.per_class_diversity else None
         w = self.weights

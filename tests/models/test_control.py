@@ -154,6 +154,35 @@ def test_many_classes_two_per_drawn_class_lagging_favoured_deterministic() -> No
     assert torch.equal(again, control.draw_labels(pool, 64, torch.Generator().manual_seed(3)))
 
 
+def test_steps_record_each_class_need_and_batches_follow_it() -> None:
+    control = ClassController(100, ControlSettings())
+    labels = torch.arange(100).repeat_interleave(2)  # (200,)
+    p_target = torch.where(labels < 10, 0.5, 0.9999)  # classes 0..9 far from confident
+    for _ in range(10):
+        control.record(labels, p_target)
+    assert torch.allclose(control.need[:10], torch.ones(10, dtype=torch.float64))
+    assert float(control.need[10:].max()) < 0.05  # the others are near certain
+    control.record(torch.tensor([5, 5]), torch.tensor([0.995, 0.995]))  # half-way: need 0.5
+    assert float(control.need[5]) == pytest.approx(0.7 + 0.3 * 0.5)
+    counts = torch.zeros(100)
+    for seed in range(20):
+        drawn = control.draw_labels(torch.arange(100), 64, torch.Generator().manual_seed(seed))
+        counts += torch.bincount(drawn, minlength=100)
+    assert counts[:10].min() >= 30  # the needy classes are in (nearly) every batch ...
+    assert counts[:10].mean() > 3 * counts[10:].mean()  # ... the others share what is left
+    assert int((counts[10:] > 0).sum()) > 45  # ... and still visits confident classes
+    clone = ClassController(100, ControlSettings())
+    clone.load_state_dict(load_state(save_state(control.state_dict())))
+    assert torch.equal(clone.need, control.need)
+    # with few classes every class is in every batch: the need changes nothing (the runs of
+    # the 10-class classifiers are the same, bit for bit, as before it)
+    few = ClassController(10, ControlSettings())
+    before = few.draw_labels(torch.arange(10), 64, torch.Generator().manual_seed(1))
+    few.need = torch.linspace(0.0, 1.0, 10, dtype=torch.float64)
+    after = few.draw_labels(torch.arange(10), 64, torch.Generator().manual_seed(1))
+    assert torch.equal(before, after)
+
+
 def test_few_classes_every_class_at_least_twice_extra_slots_to_lagging() -> None:
     control = ClassController(10, ControlSettings())
     balanced = control.draw_labels(torch.arange(10), 64, torch.Generator().manual_seed(0))
@@ -220,6 +249,7 @@ def test_train_spends_the_budget_when_targets_cannot_be_met(classifier: LoadedCl
 def test_adaptive_resume_from_any_checkpoint_matches_uninterrupted(
     classifier: LoadedClassifier,
 ) -> None:
+    # a batch of 16 cannot hold 10 classes twice: classes are drawn by pull and need
     config = InversionConfig.tiny("c3", steps=9, check_every=2, confidence_threshold=0.999999)
     labels = torch.arange(10)
     straight = build_method(classifier, config, "cpu")
@@ -241,6 +271,7 @@ def test_adaptive_resume_from_any_checkpoint_matches_uninterrupted(
         train(resumed, steps=9)
         assert resumed.controller is not None
         assert torch.equal(resumed.controller.pull, straight.controller.pull)
+        assert torch.equal(resumed.controller.need, straight.controller.need)
         assert torch.equal(resumed.sample(labels), expected), f"resumed from step {step}"
 
 
