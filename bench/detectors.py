@@ -61,7 +61,7 @@ def run_one(prepared: Prepared, variant: str, per_class: int, seed: int) -> dict
         sample_seed=seed,
         device="cpu",
     )
-    _, evaluation = split_reference(len(data.test_x), seed)
+    _, evaluation = split_reference(len(data.test_x))
     real = classifier_outputs(classifier, data.test_x[evaluation])
     with np.load(result.samples_file) as delivered:
         pixels = torch.from_numpy(delivered["x"]).float() / 255.0

@@ -294,7 +294,7 @@ def _detector_halves(method: InversionMethod, reference: Reference | None) -> to
             )
         method.use_prior(prior)
         return None
-    generator_half, evaluation_half = split_reference(len(reference.x), method.config.seed)
+    generator_half, evaluation_half = split_reference(len(reference.x))  # one split per set
     method.use_prior(
         build_prior(
             method.classifier,

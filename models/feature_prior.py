@@ -15,7 +15,9 @@ estimated the way the detector itself would be:
 The real features come from the reference set's *generator half* (`split_reference`); the
 evasion table is computed on the other half only, so its figures are not the generator's
 training targets. The KL-to-one-hot objective stays the primary one: each term is a hinge,
-zero for a counterfeit already inside, so it does not pull the features together.
+zero for a counterfeit already inside (so it does not pull the features together), and each
+sample's hinge is weighted by its (detached) confidence p_y, so a counterfeit is pulled towards
+real features only as it becomes confident, never away from its class.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ RIDGE = 1e-3  # covariance ridge, as the Mahalanobis detector of the evasion tab
 
 
 def split_reference(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of the generator half and of the evaluation half of a reference set of n."""
+    """Indices of the generator half and of the evaluation half of a reference set of n.
+
+    Seeded by the set alone, not by the run: every detector-aware job on one reference set is
+    evaluated on the same half, so their evasion tables compare."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return order[: n // 2], order[n // 2 :]
 
@@ -70,19 +75,20 @@ class FeaturePrior:
         return names + (("batch_stats",) if self.batch_norms else ())
 
     def mahalanobis(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean hinge max(0, d_M(f, μ_y) / r_y − 1): zero inside the accepted radius."""
+        """Hinge max(0, d_M(f, μ_y) / r_y − 1) per sample (n,): zero inside the radius."""
         if self.means is None or self.precision is None or self.mahalanobis_radius is None:
             raise RuntimeError("the Mahalanobis prior needs real features")
         centred = features - self.means[labels]  # (n, d)
         distance = ((centred @ self.precision) * centred).sum(dim=1)  # (n,)
-        return F.relu(distance / self.mahalanobis_radius[labels] - 1.0).mean()
+        return F.relu(distance / self.mahalanobis_radius[labels] - 1.0)
 
     def knn(self, features: torch.Tensor) -> torch.Tensor:
-        """Mean hinge max(0, kth(f̂) / r − 1) on the k-th nearest real neighbour's distance."""
+        """Hinge max(0, kth(f̂) / r − 1) per sample (n,) on the k-th nearest real neighbour's
+        distance."""
         if self.bank is None:
             raise RuntimeError("the k-NN prior needs real features")
         unit = F.normalize(features, dim=1)
-        return F.relu(_kth_distance(unit, self.bank, KNN_K, False) / self.knn_radius - 1).mean()
+        return F.relu(_kth_distance(unit, self.bank, KNN_K, False) / self.knn_radius - 1)
 
     @contextmanager
     def batch_stats(self, active: bool = True) -> Iterator[list[torch.Tensor]]:

@@ -188,14 +188,18 @@ class InversionMethod(abc.ABC):
         labels: torch.Tensor,
         batch_norm_losses: list[torch.Tensor],
         weights: dict[str, float],
+        confidence: torch.Tensor,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """`total` plus the weighted prior terms (detector-aware c3), each also in `named`."""
-        if self.prior is None or not weights:
+        """`total` plus the weighted prior terms (detector-aware c3), each also in `named`;
+        a sample's terms count in proportion to its confidence p_y (n,), detached."""
+        prior = self.prior
+        if prior is None or not weights:
             return total, named
+        gate = confidence.detach()
         computed: dict[str, Callable[[], torch.Tensor]] = {
-            "mahalanobis": lambda: self.prior.mahalanobis(features, labels),  # type: ignore[union-attr]
-            "knn": lambda: self.prior.knn(features),  # type: ignore[union-attr]
-            "batch_stats": lambda: torch.stack(batch_norm_losses).mean(),
+            "mahalanobis": lambda: (gate * prior.mahalanobis(features, labels)).mean(),
+            "knn": lambda: (gate * prior.knn(features)).mean(),
+            "batch_stats": lambda: gate.mean() * torch.stack(batch_norm_losses).mean(),
         }
         for term, weight in weights.items():
             value = computed[term]()
@@ -356,7 +360,7 @@ class InversionMethod(abc.ABC):
             )
         else:
             total, named = self._plain_loss_terms(images, target, labels, latents, logits, features)
-        return self._with_prior(total, named, features, labels, batch_norm_losses, prior)
+        return self._with_prior(total, named, features, labels, batch_norm_losses, prior, p_target)
 
     def _plain_loss_terms(
         self,
