@@ -37,6 +37,7 @@ from models.contracts.artifacts import (
 )
 from models.contracts.inversion import InversionConfig
 from models.contracts.verdict import TrainingOutcome, Verdict, build_verdict
+from models.feature_prior import build_prior, split_reference
 from models.methods import InversionMethod, build_method, build_method_from_state
 from models.metrics import MetricsBuilder
 from models.ood import audit_figures
@@ -185,6 +186,7 @@ def audit(
     method = _method(classifier, config, state, device)
     config = method.config
     resumed_from = method.step_count
+    halves = _detector_halves(method, reference)
 
     # train
     training = None
@@ -233,11 +235,14 @@ def audit(
             )
         figures_start = time.perf_counter()
         samples = score_samples(targets, measured.counterfeit_outputs, TOP_K)
-        figures = audit_figures(
-            measured.counterfeit_outputs,
+        evaluated, evaluated_y = (
             measured.reference_outputs,
             None if reference is None else reference.y,
         )
+        if halves is not None and evaluated is not None:  # never the generator's half
+            evaluated = evaluated.rows(halves)
+            evaluated_y = None if evaluated_y is None else evaluated_y[halves]
+        figures = audit_figures(measured.counterfeit_outputs, evaluated, evaluated_y)
         verdict = build_verdict(
             measured.metrics, training, config.targets, method=config.method, step_limit=step_limit
         )
@@ -273,6 +278,32 @@ def _with_figure_seconds(metrics: InversionMetrics, seconds: float) -> Inversion
         return metrics
     spent = (cost.metrics_seconds or 0.0) + seconds
     return metrics.model_copy(update={"cost": cost.model_copy(update={"metrics_seconds": spent})})
+
+
+def _detector_halves(method: InversionMethod, reference: Reference | None) -> torch.Tensor | None:
+    """Detector-aware c3: give `method` its prior from the generator half of the reference set
+    (or from the classifier alone without one) and return the evaluation half's indices."""
+    if not method.config.detectors:
+        return None
+    if reference is None:
+        prior = build_prior(method.classifier, quantile=method.config.prior_quantile)
+        if not prior.terms:
+            raise InversionFailed(
+                "detector-aware c3 needs a reference set (dataset_id) for this classifier: it "
+                "has no BatchNorm statistics to stand in for real features"
+            )
+        method.use_prior(prior)
+        return None
+    generator_half, evaluation_half = split_reference(len(reference.x))  # one split per set
+    method.use_prior(
+        build_prior(
+            method.classifier,
+            reference.x[generator_half],
+            None if reference.y is None else reference.y[generator_half],
+            quantile=method.config.prior_quantile,
+        )
+    )
+    return evaluation_half
 
 
 def _method(

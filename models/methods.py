@@ -26,6 +26,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -44,6 +45,7 @@ from models.control import (
     quantise,
 )
 from models.device import to_channels_last
+from models.feature_prior import FeaturePrior
 from models.generator import ConditionedGenerator
 from models.losses import (
     cosine_similarity_loss,
@@ -161,9 +163,50 @@ class InversionMethod(abc.ABC):
         self.last_confident_share = float("nan")
         self.last_min_confidence = float("nan")
         self.trained_classes = torch.arange(self.num_classes)  # the pool of the last batch
+        self.prior: FeaturePrior | None = None  # detector-aware c3: see `use_prior`
         self.label_rng = torch.Generator().manual_seed(config.seed)
         self.train_rng = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.sample_rng = torch.Generator(device=self.device).manual_seed(config.seed + 2)
+
+    def use_prior(self, prior: FeaturePrior) -> None:
+        """Detector-aware c3: the real feature statistics its prior terms pull towards. Not
+        part of the state: a resumed run rebuilds it from the same reference half."""
+        self.prior = prior
+
+    def _prior_weights(self) -> dict[str, float]:
+        """The prior terms this run computes: weighted, and possible for this prior."""
+        if self.prior is None:
+            return {}
+        w = self.weights.model_dump()
+        return {term: w[term] for term in self.prior.terms if w[term] != 0.0}
+
+    def _with_prior(
+        self,
+        total: torch.Tensor,
+        named: dict[str, float],
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        batch_norm_losses: list[torch.Tensor],
+        weights: dict[str, float],
+        confidence: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """`total` plus the weighted prior terms (detector-aware c3), each also in `named`;
+        a sample's terms count in proportion to its confidence p_y (n,), detached."""
+        prior = self.prior
+        if prior is None or not weights:
+            return total, named
+        gate = confidence.detach()
+        computed: dict[str, Callable[[], torch.Tensor]] = {
+            "mahalanobis": lambda: (gate * prior.mahalanobis(features, labels)).mean(),
+            "knn": lambda: (gate * prior.knn(features)).mean(),
+            "batch_stats": lambda: gate.mean() * torch.stack(batch_norm_losses).mean(),
+        }
+        for term, weight in weights.items():
+            value = computed[term]()
+            total = total + weight * value
+            named[term] = float(value.detach())
+        named["total"] = float(total.detach())
+        return total, named
 
     # -- the closed loop (recipe "adaptive") -------------------------------------------------
     @property
@@ -301,14 +344,35 @@ class InversionMethod(abc.ABC):
         them). Terms whose effective weight is 0 are not computed and not reported: the
         total and its gradients are bit-identical to adding 0 · term.
         """
-        logits, features = self.classifier.forward_with_features(images)
+        prior = self._prior_weights()
+        watch: AbstractContextManager[list[torch.Tensor]] = (
+            self.prior.batch_stats("batch_stats" in prior) if self.prior else nullcontext([])
+        )
+        with watch as batch_norm_losses:
+            logits, features = self.classifier.forward_with_features(images)
         with torch.no_grad():
             p_target = F.softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)  # (n,)
             self.last_confident_share = (p_target >= CONFIDENT).float().mean().item()
             self.last_min_confidence = p_target.min().item() if p_target.numel() else 1.0
         if self.controller is not None:
             self.controller.record(labels, p_target)
-            return self._adaptive_loss_terms(images, target, labels, latents, logits, features)
+            total, named = self._adaptive_loss_terms(
+                images, target, labels, latents, logits, features
+            )
+        else:
+            total, named = self._plain_loss_terms(images, target, labels, latents, logits, features)
+        return self._with_prior(total, named, features, labels, batch_norm_losses, prior, p_target)
+
+    def _plain_loss_terms(
+        self,
+        images: torch.Tensor,
+        target: torch.Tensor,
+        labels: torch.Tensor,
+        latents: torch.Tensor | None,
+        logits: torch.Tensor,
+        features: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The fixed recipes' loss: every term at its (fading) weight."""
         groups = labels if self.config.per_class_diversity else None
         w = self.weights
         fade = self.diversity_scale()

@@ -20,6 +20,12 @@ class ClassifierOutputs:
     probabilities: torch.Tensor  # (n, K)
     features: torch.Tensor  # (n, d): input of the last linear layer, else the logits
 
+    def rows(self, index: torch.Tensor) -> ClassifierOutputs:
+        """The outputs of the inputs at `index` only."""
+        return ClassifierOutputs(
+            self.logits[index], self.probabilities[index], self.features[index]
+        )
+
 
 def classifier_outputs(
     classifier: LoadedClassifier, images: torch.Tensor, batch_size: int = 500

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
 from models.contracts.inversion import ClassList, InversionParams, MethodName
 from service.records import (
@@ -160,6 +168,16 @@ class InversionCreate(InversionParams):
     dataset_id: str | None = Field(
         None, max_length=64, description="Reference set for the distinctness metrics."
     )
+
+    @field_validator("method")
+    @classmethod
+    def _detectors_need_c3(cls, method: str, info: ValidationInfo) -> str:
+        """`detectors` comes first (InversionParams), so it is known here."""
+        if info.data.get("detectors") and method != "c3":
+            raise ValueError(
+                f"only c3 is detector-aware, not {method}: use method c3 or leave out detectors"
+            )
+        return method
 
 
 class SamplingCreate(BaseModel):

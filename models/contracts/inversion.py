@@ -24,11 +24,14 @@ from models.contracts.classifier import MAX_CLASSES
 from models.contracts.verdict import Targets
 
 __all__ = [
+    "DETECTORS",
+    "DETECTOR_WEIGHTS",
     "METHODS",
     "METHOD_DEFAULTS",
     "RECIPES",
     "RECIPE_DEFAULTS",
     "ClassList",
+    "Detector",
     "InversionConfig",
     "InversionParams",
     "LossWeights",
@@ -49,6 +52,17 @@ published fixed recipe (constant weights, fixed step count). "fade": the previou
 (paper weights fading out between `diversity_fade` of a fixed step count). soft and pixel
 keep their fixed recipe whatever this says."""
 RECIPES: tuple[Recipe, ...] = get_args(Recipe)
+
+Detector = Literal["mahalanobis", "knn"]
+"""The report's feature-space detectors that detector-aware c3 can aim at (issue 15)."""
+DETECTORS: tuple[Detector, ...] = get_args(Detector)
+
+DETECTOR_WEIGHTS: dict[str, dict[str, float]] = {
+    # each detector named in `detectors` turns on its prior's terms at these weights (unless
+    # the request sets them); batch_stats acts only on classifiers with BatchNorm layers
+    "mahalanobis": {"mahalanobis": 1.0, "batch_stats": 0.05},
+    "knn": {"knn": 1.0, "batch_stats": 0.05},
+}
 
 MAX_STEPS = 100_000
 MAX_BATCH = 4096
@@ -93,6 +107,21 @@ class LossWeights(BaseModel):
         0.0,
         description="max(0, τ − within-class RMS pixel spread) per class, against collapse; "
         "τ is the adaptive controller's per-class target, else `diversity_floor`",
+    )
+    mahalanobis: Weight = Field(
+        0.0,
+        description="detector-aware: hinge on the Mahalanobis distance of a counterfeit's "
+        "features to its class's real mean, beyond the radius most real inputs keep",
+    )
+    knn: Weight = Field(
+        0.0,
+        description="detector-aware: hinge on the distance to the k-th nearest real feature, "
+        "beyond the distance most real inputs keep",
+    )
+    batch_stats: Weight = Field(
+        0.0,
+        description="detector-aware without real data: the batch's statistics at each "
+        "BatchNorm input against the layer's running ones (DeepInversion)",
     )
 
     def over(self, preset: LossWeights) -> LossWeights:
@@ -169,6 +198,10 @@ class InversionConfig(BaseModel):
     diversity_floor: float = Field(0.18, ge=0.0, le=1.0)  # a class whose probes differ by
     # less than this mean pairwise RMS pixel distance ([0, 1] pixels) is low, under 0.8× it
     # collapsed: the controller's data-free collapse signal
+    # -- issue 15: detector-aware c3 --
+    detectors: tuple[Detector, ...] = ()  # feature-space detectors to evade (c3 only)
+    prior_quantile: float = Field(0.8, gt=0.0, lt=1.0)  # the prior's radius keeps this share
+    # of real inputs: counterfeits are pulled inside it, below the detectors' 95% threshold
 
     @property
     def targets(self) -> Targets:
@@ -213,12 +246,14 @@ class InversionConfig(BaseModel):
         if given is None:
             data["loss_weights"] = preset
         elif isinstance(given, dict | LossWeights):
-            weights = given if isinstance(given, LossWeights) else LossWeights.model_validate(given)
-            data["loss_weights"] = weights.over(preset)
-        return data
+            given = given if isinstance(given, LossWeights) else LossWeights.model_validate(given)
+            data["loss_weights"] = given.over(preset)
+        return _detector_weights(data, given)
 
     @model_validator(mode="after")
     def _pairs(self) -> InversionConfig:
+        if self.detectors and self.method != "c3":
+            raise ValueError("detectors: only c3 is detector-aware")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError("betas must be two numbers in [0, 1)")
         start, end = self.diversity_fade
@@ -241,6 +276,22 @@ class InversionConfig(BaseModel):
             "probe_per_class": 4,
         }
         return cls.model_validate(base | overrides)
+
+
+def _detector_weights(data: dict[str, Any], given: Any) -> dict[str, Any]:
+    """Turn on the prior terms of each detector in `detectors` the request left unset."""
+    weights = data.get("loss_weights")
+    if not data.get("detectors") or not isinstance(weights, LossWeights):
+        return data
+    unset = set(LossWeights.model_fields) - (
+        given.model_fields_set if isinstance(given, LossWeights) else set()
+    )
+    on: dict[str, float] = {}
+    for detector in data["detectors"]:
+        for term, weight in DETECTOR_WEIGHTS.get(detector, {}).items():
+            if term in unset:
+                on[term] = max(on.get(term, 0.0), weight)
+    return data | {"loss_weights": weights.model_copy(update=on)}
 
 
 class InversionParams(BaseModel):
@@ -292,6 +343,13 @@ class InversionParams(BaseModel):
         "collapsed and gets more diversity pressure (0.18).",
     )
 
+    detectors: list[Detector] | None = Field(
+        None,
+        description="Detector-aware c3: feature-space detectors of the report to evade "
+        "(`mahalanobis`, `knn`); their statistics come from half of the reference set, and "
+        "the evasion table is computed on the other half.",
+    )
+
     @field_serializer("loss_weights")
     def _given_weights_only(self, weights: LossWeights | None) -> dict[str, float] | None:
         """Only the weights a user set, so that the method's preset fills the rest later."""
@@ -313,5 +371,5 @@ class InversionParams(BaseModel):
 
 
 _CONFIG_CHOICES = ("recipe", "target_confident_share", "target_class_confident_share",
-                   "target_argmax_share", "diversity_floor")  # fmt: skip
+                   "target_argmax_share", "diversity_floor", "detectors")  # fmt: skip
 """The choices that pass to `InversionConfig` under the same name when given."""

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from models.contracts.artifacts import Phase
-from models.contracts.inversion import LossWeights
+from models.contracts.inversion import DETECTORS, LossWeights
 from service import report
 from service.effective import job_settings
 from service.errors import InvalidField
@@ -68,6 +68,9 @@ def inversion_from_form(form: dict[str, str]) -> InversionCreate:
     if weights:
         fields["loss_weights"] = weights
     fields["sample_dropout"] = form.get("sample_dropout") in ("on", "true", "1")
+    detectors = [d for d in DETECTORS if form.get(f"detect_{d}") in ("on", "true", "1")]
+    if detectors:
+        fields["detectors"] = detectors
     return parse_form(InversionCreate, fields)
 
 

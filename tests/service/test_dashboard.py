@@ -306,6 +306,17 @@ def test_start_form_starts_one_job(
     assert "queued" in html
 
 
+def test_start_form_starts_a_detector_aware_job(
+    api: TestClient, stores: Stores, classifier: ClassifierRecord
+) -> None:
+    assert 'name="detect_mahalanobis"' in page(api, "/dashboard/jobs")
+    form = start_form(classifier.id, samples_per_class="2", detect_mahalanobis="on")
+    response = form_post(api, "/dashboard/jobs", form)
+    assert response.status_code == 303, response.text
+    job = api.get(response.headers["location"].replace("/dashboard/jobs", "/inversions")).json()
+    assert job["params"]["detectors"] == ["mahalanobis"]
+
+
 @pytest.mark.parametrize(
     ("fields", "words"),
     [
@@ -314,6 +325,7 @@ def test_start_form_starts_one_job(
         ({"samples_per_class": "0"}, "samples_per_class"),
         ({"w_cosine": "-1"}, "loss_weights.cosine"),
         ({"method": "gan"}, "method"),
+        ({"method": "soft", "detect_knn": "on"}, "only c3 is detector-aware"),
     ],
 )
 def test_a_bad_start_form_names_the_field(
@@ -328,8 +340,11 @@ def test_a_bad_start_form_names_the_field(
     assert "Not started:" in response.text
     assert words in response.text
     assert stores.jobs.list(JobRecord).count == 0
-    for value in fields.values():  # the form keeps what was typed
-        assert f'value="{value}"' in response.text or value == "gan"
+    for key, value in fields.items():  # the form keeps what was typed and ticked
+        if key.startswith("detect_"):
+            assert f'name="{key}" checked' in response.text
+        else:
+            assert f'value="{value}"' in response.text or value == "gan"
 
 
 def test_jobs_list_shows_state_method_progress_and_confident_share(

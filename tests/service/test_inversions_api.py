@@ -65,6 +65,8 @@ def start(api: TestClient, classifier: str, **body: Any) -> Any:
         ({"recipe": "magic"}, "recipe", "'adaptive', 'paper' or 'fade'"),
         ({"target_confident_share": 1.5}, "target_confident_share", "less than or equal to 1"),
         ({"diversity_floor": -0.1}, "diversity_floor", "greater than or equal to 0"),
+        ({"detectors": ["energy"]}, "detectors.0", "'mahalanobis' or 'knn'"),
+        ({"method": "pixel", "detectors": ["knn"]}, "method", "only c3 is detector-aware"),
     ],
 )
 def test_bad_requests_name_the_field(

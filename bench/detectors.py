@@ -1,0 +1,144 @@
+"""Detector-aware c3 beside plain c3 on the zoo (issue 15): do the counterfeits also pass the
+feature-space detectors?
+
+    .venv/bin/python bench/detectors.py                          # every zoo member
+    .venv/bin/python bench/detectors.py --members paper-cnn,vit --per-class 50
+
+Each member (bench/zoo_members.py, trained once and cached) runs plain c3 and c3 with
+`detectors: ["mahalanobis", "knn"]`, through `models.audit.audit` as a job does, with the
+member's held-out split as the reference set. Both rows are scored on the same *evaluation
+half* of that split (`models.feature_prior.split_reference`), which detector-aware c3 never
+saw: the detectors are fit and thresholded there (95% of real inputs kept), as in the report.
+Targets (issue 15, point 3): ≥ 99% of samples at p ≥ 0.99, Mahalanobis and k-NN accept ≥ 50%
+of the counterfeits, k-NN AUROC ≤ 0.6, no collapsed class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.machine import describe  # noqa: E402
+from bench.zoo_members import MEMBERS, Prepared, prepare  # noqa: E402
+from models.audit import Reference, audit  # noqa: E402
+from models.contracts.inversion import InversionConfig  # noqa: E402
+from models.feature_prior import split_reference  # noqa: E402
+from models.ood import evasion_table  # noqa: E402
+from models.scoring import classifier_outputs  # noqa: E402
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "c3": {"method": "c3"},
+    "c3+detectors": {"method": "c3", "detectors": ["mahalanobis", "knn"]},
+}
+HEADER = (
+    f"{'member':<16}{'variant':<14}{'steps':>6}{'train s':>8}{'p>=.99':>8}{'coll':>5}"
+    f"{'maha acc':>9}{'maha AUC':>9}{'knn acc':>8}{'knn AUC':>8}  targets"
+)
+
+
+def run_one(prepared: Prepared, variant: str, per_class: int, seed: int) -> dict[str, Any]:
+    """One audit, its counterfeits scored by the detectors fit on the evaluation half."""
+    data, classifier = prepared.data, prepared.classifier
+    config = InversionConfig.model_validate({**VARIANTS[variant], "seed": seed})
+    result = audit(
+        classifier,
+        config,
+        samples_per_class=per_class,
+        reference=Reference(data.test_x, data.test_y),
+        sample_seed=seed,
+        device="cpu",
+    )
+    _, evaluation = split_reference(len(data.test_x))
+    real = classifier_outputs(classifier, data.test_x[evaluation])
+    with np.load(result.samples_file) as delivered:
+        pixels = torch.from_numpy(delivered["x"]).float() / 255.0
+    fake = classifier_outputs(classifier, pixels)
+    detectors, _, _ = evasion_table(
+        real.logits, real.features, fake.logits, fake.features, data.test_y[evaluation], seed=seed
+    )
+    by_name = {d.name: d for d in detectors}
+    row = {
+        "member": prepared.member.name,
+        "variant": variant,
+        "steps": result.method.step_count,
+        "train_seconds": result.method.trained_seconds,
+        "confident": result.metrics.overall.confident_share,
+        "collapsed": len(result.metrics.collapsed_classes),
+        "mahalanobis_accepted": by_name["mahalanobis"].accepted_share,
+        "mahalanobis_auroc": by_name["mahalanobis"].auroc,
+        "knn_accepted": by_name["knn"].accepted_share,
+        "knn_auroc": by_name["knn"].auroc,
+    }
+    row["met"] = {
+        "confident": row["confident"] >= 0.99,
+        "mahalanobis": row["mahalanobis_accepted"] >= 0.5,
+        "knn": row["knn_accepted"] >= 0.5 and (row["knn_auroc"] or 1.0) <= 0.6,
+        "no collapse": row["collapsed"] == 0,
+    }
+    result.folder.cleanup()
+    return row
+
+
+def format_row(row: dict[str, Any]) -> str:
+    missed = [name for name, ok in row["met"].items() if not ok]
+    return (
+        f"{row['member']:<16}{row['variant']:<14}{row['steps']:>6}{row['train_seconds']:>8.1f}"
+        f"{100 * row['confident']:>7.1f}%{row['collapsed']:>5}"
+        f"{100 * row['mahalanobis_accepted']:>8.1f}%{row['mahalanobis_auroc']:>9.2f}"
+        f"{100 * row['knn_accepted']:>7.1f}%{row['knn_auroc']:>8.2f}  "
+        + ("all met" if not missed else "misses " + ", ".join(missed))
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--members", default=",".join(MEMBERS), help="comma-separated names")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
+    parser.add_argument("--per-class", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="write every row here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    torch.set_num_threads(args.threads)
+    print(describe("bench/detectors.py", args.threads), flush=True)
+    print(f"# {args.per_class} samples per class, seed {args.seed}\n\n{HEADER}", flush=True)
+    rows = []
+    start = time.perf_counter()
+    for name in (m for m in args.members.split(",") if m):
+        if name not in MEMBERS:
+            raise SystemExit(f"unknown member {name!r}: {', '.join(MEMBERS)}")
+        prepared = prepare(MEMBERS[name], seed=args.seed)
+        for variant in (v for v in args.variants.split(",") if v):
+            if variant not in VARIANTS:
+                raise SystemExit(f"unknown variant {variant!r}: {', '.join(VARIANTS)}")
+            rows.append(run_one(prepared, variant, args.per_class, args.seed))
+            print(format_row(rows[-1]), flush=True)
+    aware = [r for r in rows if r["variant"] == "c3+detectors"]
+    met = [r["member"] for r in aware if all(r["met"].values())]
+    load = os.getloadavg()[0]
+    print(
+        f"\nc3+detectors meets every target on {len(met)}/{len(aware)} members; "
+        f"{time.perf_counter() - start:.0f} s in all, load average {load:.2f} at end"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
