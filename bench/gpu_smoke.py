@@ -20,43 +20,17 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import torch
-from safetensors.torch import save
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.machine import describe  # noqa: E402
-from bench.service import run_job, start_service  # noqa: E402
-from models.digits import load_digits_data, train_classifier  # noqa: E402
+from bench.service import run_job, start_service, upload  # noqa: E402
 
 PASSED_THROUGH = ("C3_TORCH_THREADS", "C3_JOB_MEMORY_MB")
 """Settings of the caller's environment the service gets too (everything else is fresh)."""
-
-
-def upload(client: httpx.Client, workdir: Path, epochs: int) -> tuple[str, str]:
-    digits = load_digits_data((1, 28, 28))
-    model = train_classifier("paper-cnn", digits, epochs=epochs, seed=0).model
-    weights = save({k: v.contiguous() for k, v in model.state_dict().items()})
-    classifier = client.post(
-        "/classifiers", headers={"Prefer": "wait=120"},
-        data={"name": "digits", "format": "safetensors", "architecture": "paper-cnn",
-              "input_shape": "1,28,28", "class_names": ",".join(map(str, range(10)))},
-        files={"file": ("m.safetensors", weights)},
-    ).json()  # fmt: skip
-    reference = workdir / "reference.npz"
-    x = (digits.test_x * 255).round().to(torch.uint8).numpy()
-    np.savez(reference, x=x, y=digits.test_y.numpy())
-    dataset = client.post(
-        "/datasets", headers={"Prefer": "wait=120"}, data={"name": "held-out"},
-        files={"file": ("ref.npz", reference.read_bytes())},
-    ).json()  # fmt: skip
-    for record in (classifier, dataset):
-        if record.get("status") != "ready":
-            raise SystemExit(f"gpu_smoke: upload not ready: {record}")
-    return classifier["id"], dataset["id"]
 
 
 def main() -> int:

@@ -14,6 +14,12 @@ def describe(name: str, threads: int) -> str:
     )
 
 
+def reset_peak_rss() -> None:
+    """Start the peak (VmHWM) afresh (Linux), so that it measures what follows, not set-up."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
 def rss_mb(pid: int | str = "self") -> tuple[float, float]:
     """(current, peak) resident memory of a process, MB (Linux /proc)."""
     fields = {}

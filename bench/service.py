@@ -76,9 +76,10 @@ def key_headers(data_dir: Path, redis_url: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def upload(client: httpx.Client, data_dir: Path) -> tuple[str, str]:
+def upload(client: httpx.Client, data_dir: Path, epochs: int = 8) -> tuple[str, str]:
+    """paper-cnn trained on digits and the held-out digits, uploaded; their ids once ready."""
     digits = load_digits_data((1, 28, 28))
-    model = train_classifier("paper-cnn", digits, epochs=8, seed=0).model
+    model = train_classifier("paper-cnn", digits, epochs=epochs, seed=0).model
     weights = save({k: v.contiguous() for k, v in model.state_dict().items()})
     classifier = client.post(
         "/classifiers", headers={"Prefer": "wait=120"},
@@ -94,6 +95,9 @@ def upload(client: httpx.Client, data_dir: Path) -> tuple[str, str]:
         "/datasets", headers={"Prefer": "wait=120"}, data={"name": "held-out"},
         files={"file": ("ref.npz", reference.read_bytes())},
     ).json()  # fmt: skip
+    for record in (classifier, dataset):
+        if record.get("status") != "ready":
+            raise SystemExit(f"upload not ready: {record}")
     return classifier["id"], dataset["id"]
 
 

@@ -16,8 +16,9 @@ The real features come from the reference set's *generator half* (`split_referen
 evasion table is computed on the other half only, so its figures are not the generator's
 training targets. The KL-to-one-hot objective stays the primary one: each term is a hinge,
 zero for a counterfeit already inside (so it does not pull the features together), and each
-sample's hinge is weighted by its (detached) confidence p_y, so a counterfeit is pulled towards
-real features only as it becomes confident, never away from its class.
+sample's hinge is weighted by its (detached) margin above the confidence threshold,
+(p_y − τ) / (1 − τ) clamped to [0, 1]: a counterfeit is pulled towards real features only once
+it is confident, and no further than its confidence allows.
 """
 
 from __future__ import annotations

@@ -190,21 +190,25 @@ class InversionMethod(abc.ABC):
         weights: dict[str, float],
         confidence: torch.Tensor,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """`total` plus the weighted prior terms (detector-aware c3), each also in `named`;
-        a sample's terms count in proportion to its confidence p_y (n,), detached."""
+        """`total` plus the weighted prior terms (detector-aware c3); `named` gets each term's
+        mean over the batch (how far outside the counterfeits are), the total only the part of
+        each sample that its confidence p_y (n,) above the threshold lets through."""
         prior = self.prior
         if prior is None or not weights:
             return total, named
-        gate = confidence.detach()
-        computed: dict[str, Callable[[], torch.Tensor]] = {
-            "mahalanobis": lambda: (gate * prior.mahalanobis(features, labels)).mean(),
-            "knn": lambda: (gate * prior.knn(features)).mean(),
-            "batch_stats": lambda: gate.mean() * torch.stack(batch_norm_losses).mean(),
+        # a sample is pulled only by its margin above the confidence threshold τ: full weight at
+        # p_y = 1, none at τ or below, so the prior never costs a sample its confidence
+        tau = self.config.confidence_threshold
+        gate = ((confidence.detach() - tau) / (1.0 - tau)).clamp(0.0, 1.0)
+        per_sample: dict[str, Callable[[], torch.Tensor]] = {
+            "mahalanobis": lambda: prior.mahalanobis(features, labels),
+            "knn": lambda: prior.knn(features),
+            "batch_stats": lambda: torch.stack(batch_norm_losses).mean().expand(len(gate)),
         }
         for term, weight in weights.items():
-            value = computed[term]()
-            total = total + weight * value
-            named[term] = float(value.detach())
+            value = per_sample[term]()  # (n,)
+            total = total + weight * (gate * value).mean()
+            named[term] = float(value.detach().mean())
         named["total"] = float(total.detach())
         return total, named
 

@@ -69,6 +69,29 @@ def test_the_prior_terms_pull_the_generator(
     assert not {"mahalanobis", "knn"} & set(plain.step(plain.draw_labels()))
 
 
+def test_only_confident_samples_are_pulled_and_by_their_margin(
+    classifier: LoadedClassifier, real: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    config = InversionConfig.tiny("c3", recipe="paper", detectors=["knn"])
+    method = build_method(classifier, config, "cpu")
+    method.use_prior(build_prior(classifier, *real))
+    features = torch.randn(4, 128) * 10  # far outside: every hinge is positive
+    labels = torch.tensor([0, 1, 2, 3])
+    hinge = method.prior.knn(features)  # type: ignore[union-attr]
+    assert bool((hinge > 0).all())
+
+    def total(confidence: list[float]) -> float:
+        out, named = method._with_prior(
+            torch.zeros(()), {}, features, labels, [], {"knn": 1.0}, torch.tensor(confidence)
+        )
+        assert named["knn"] == pytest.approx(float(hinge.mean()))  # reported whole
+        return float(out)
+
+    assert total([0.5, 0.9, 0.98, 0.99]) == 0.0  # at or below the threshold: no pull
+    assert total([1.0, 1.0, 1.0, 1.0]) == pytest.approx(float(hinge.mean()), rel=1e-5)
+    assert total([0.995, 0.0, 0.0, 0.0]) == pytest.approx(float(hinge[0]) * 0.5 / 4, rel=1e-4)
+
+
 def test_batchnorm_statistics_are_a_prior_without_real_data() -> None:
     loaded = factories.loaded("resnet-small", (1, 28, 28))
     prior = build_prior(loaded)

@@ -47,15 +47,10 @@ from service.storage.sqlite_jobs import SqliteJobStore
 from tests import records
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    s: JobStore
-    if request.param == "sqlite":
-        s = SqliteJobStore(tmp_path / "c3.sqlite")
-    else:
-        s = RedisJobStore(request.getfixturevalue("redis_url"), prefix="test:")
-    yield s
-    s.close()
+@pytest.fixture
+def store(job_store: JobStore) -> JobStore:
+    """Each job store in turn (tests/service/conftest.py)."""
+    return job_store
 
 
 def job(id: str, tenant: str = "a", t: float | None = None, **fields: Any) -> JobRecord:
