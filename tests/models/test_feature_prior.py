@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from models.audit import AuditHooks, Reference, audit
 from models.classifier import LoadedClassifier
-from models.contracts.inversion import InversionConfig, InversionParams
+from models.contracts.inversion import DETECTOR_WEIGHTS, InversionConfig, InversionParams
 from models.feature_prior import build_prior, split_reference
 from models.methods import build_method, build_method_from_state
 from models.training import InversionFailed, load_state, train
@@ -113,7 +113,7 @@ def test_batchnorm_statistics_are_a_prior_without_real_data() -> None:
 
 def test_detectors_turn_on_their_terms_unless_the_request_sets_them() -> None:
     aware = InversionConfig(method="c3", detectors=("mahalanobis",))
-    assert aware.loss_weights.mahalanobis == 1.0
+    assert aware.loss_weights.mahalanobis == DETECTOR_WEIGHTS["mahalanobis"]["mahalanobis"] > 0
     assert aware.loss_weights.knn == 0.0
     assert aware.loss_weights.batch_stats > 0
     chosen = InversionConfig.model_validate(
