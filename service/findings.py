@@ -8,6 +8,7 @@ the sentences restate them, never compute new ones.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -121,11 +122,36 @@ def _detector_sentence(lights: tuple[DetectorLight, ...]) -> str:
     return "; ".join(parts)
 
 
+def _aimed_sentence(lights: tuple[DetectorLight, ...], aimed: Sequence[str]) -> str:
+    """What a detector-aware run (issue 15) says about the detectors it aimed at."""
+    targeted = [light for light in lights if light.name in aimed]
+    names = _names(targeted) if targeted else " and ".join(aimed)
+    beaten = [light for light in targeted if light.light != "green"]
+    held = [light for light in targeted if light.light == "green"]
+    verdict = (
+        f"the {_names(beaten)} would not protect the model from someone who knows it"
+        if beaten
+        else ""
+    )
+    if held:
+        verdict += ("; " if verdict else "") + f"the {_names(held)} withstood the attack"
+    return (
+        f"These counterfeits were made to pass the {names} (detector-aware c3) and scored on "
+        f"the half of the reference set the generator never saw: {verdict}."
+    )
+
+
 def findings(
-    overall: ClassMetrics, ood: EvasionTable | None, threshold: float, *, method: str = "c3"
+    overall: ClassMetrics,
+    ood: EvasionTable | None,
+    threshold: float,
+    *,
+    method: str = "c3",
+    detectors: Sequence[str] = (),
 ) -> Findings:
     """What the audit found: `overall` is metrics.json's overall figures, `ood` its evasion
-    table (None without a reference set), `threshold` the p_y counted as confident."""
+    table (None without a reference set), `threshold` the p_y counted as confident,
+    `detectors` the ones a detector-aware run aimed at."""
     count = overall.count or 0
     share = overall.confident_share or 0.0
     fooled = share >= FOOLED_SHARE
@@ -139,6 +165,8 @@ def findings(
     if lights:
         sentence = _detector_sentence(lights)
         sentences.append(sentence[0].upper() + sentence[1:] + ".")
+        if detectors:
+            sentences.append(_aimed_sentence(lights, detectors))
     advice: list[str] = []
     if fooled:
         advice.append(

@@ -509,6 +509,10 @@ def report_context(stores: Stores, job: JobRecord) -> dict[str, Any]:
         "class_names": job.class_names,
         "settings": job_settings(job),
         "findings": findings(
-            metrics.overall, report.ood, metrics.confident_threshold, method=job.method
+            metrics.overall,
+            report.ood,
+            metrics.confident_threshold,
+            method=job.method,
+            detectors=job.params.detectors or (),
         ),
     }

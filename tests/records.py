@@ -158,6 +158,7 @@ def seed_job(
     progress_every: int = 10,
     reference_size: int = 200,
     legacy: bool = False,
+    detectors: list[str] | None = None,
 ) -> JobRecord:
     """A job as the worker leaves it: record, events (a progress event every `progress_every`
     steps) and, when succeeded, every artifact and export. `legacy`: as version 1 left it
@@ -174,6 +175,7 @@ def seed_job(
         seed=seed, dataset_id=dataset.id if dataset else None,
     )  # fmt: skip
     job.state, job.started_at = state, time.time() - 30
+    job.params.detectors = detectors  # type: ignore[assignment]
     job.task.state = TaskState.RUNNING if state == JobState.RUNNING else TaskState.DONE
     job.task.attempts = 1
     stream = events_stream(job.id)

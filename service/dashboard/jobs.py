@@ -241,7 +241,11 @@ def _job_page(
             "evasion_bars": report.evasion_bars(ood),
             "ood": ood,
             "findings": findings(
-                metrics.overall, ood, metrics.confident_threshold, method=job.method
+                metrics.overall,
+                ood,
+                metrics.confident_threshold,
+                method=job.method,
+                detectors=job.params.detectors or (),
             ),
             "shown_classes": shown,
             "classes_page": classes_page,

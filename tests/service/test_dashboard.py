@@ -475,6 +475,16 @@ def test_cancel_then_resume_from_the_job_page(
 # --- the job page -------------------------------------------------------------------------------
 
 
+def test_a_detector_aware_job_says_what_it_means_for_its_detectors(
+    api: TestClient, stores: Stores, classifier: ClassifierRecord
+) -> None:
+    job = seed_job(stores, classifier, detectors=["mahalanobis", "knn"])
+    for url in (f"/dashboard/jobs/{job.id}", f"/inversions/{job.id}/report?format=html"):
+        assert "were made to pass the Mahalanobis and k-NN" in page(api, url), url
+    plain = seed_job(stores, classifier, seed=1)
+    assert "were made to pass" not in page(api, f"/dashboard/jobs/{plain.id}")
+
+
 def assert_verdict_block(html: str, job: JobRecord) -> None:
     """The page opens with the verdict: the plain sentence and a light per detector first, what
     to do, then the audit's own targets (missed, each missed target marked, what to try)."""

@@ -45,6 +45,18 @@ def test_a_fooled_model_reads_as_in_the_issue() -> None:
     assert "99.7%" in found.advice[1]
 
 
+def test_a_detector_aware_run_says_which_detectors_it_beat() -> None:
+    table = evasion(max_softmax=1.0, energy=1.0, mahalanobis=0.9, knn=0.05)
+    found = findings(FOOLED, table, 0.99, detectors=["mahalanobis", "knn"])
+    assert found.sentences[2] == (
+        "These counterfeits were made to pass the Mahalanobis and k-NN feature-distance "
+        "detectors (detector-aware c3) and scored on the half of the reference set the "
+        "generator never saw: the Mahalanobis detector would not protect the model from someone "
+        "who knows it; the k-NN feature-distance detector withstood the attack."
+    )
+    assert len(findings(FOOLED, table, 0.99).sentences) == 2  # a plain run says nothing of it
+
+
 def test_lights_change_at_their_thresholds() -> None:
     found = findings(FOOLED, evasion(a=0.1, b=0.1001, c=0.5, d=0.5001), 0.99)
     assert [d.light for d in found.lights] == ["green", "amber", "amber", "red"]
