@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,17 @@ def service(
         stores = open_stores(settings)
         headers = {"Authorization": f"Bearer {create_key(stores.jobs, 'e2e')}"}
         stores.close()
+    with running_service(settings, env, workdir, headers) as svc:
+        yield svc
+    if redis_url:
+        redis.Redis.from_url(redis_url).flushdb()
+
+
+@contextmanager
+def running_service(
+    settings: ServiceSettings, env: dict[str, str], workdir: Path, headers: dict[str, str]
+) -> Iterator[Service]:
+    """The API in-process (ASGI) and one real worker process, stopped on the way out."""
     with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as client:
         svc = Service(client=client, env=env, headers=headers, workdir=workdir)
         svc.start_worker()
@@ -143,8 +155,6 @@ def service(
         finally:
             for worker in svc.workers:
                 worker.stop()
-    if redis_url:
-        redis.Redis.from_url(redis_url).flushdb()
 
 
 def decode_png(data: bytes) -> Any:

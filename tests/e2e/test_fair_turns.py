@@ -8,13 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from service.app import create_app
 from service.auth import create_key
 from service.settings import ServiceSettings
 from service.storage import open_stores
-from tests.e2e.conftest import Service, worker_env
+from tests.e2e.conftest import Service, running_service, worker_env
 
 BURST = 5
 TINY_JOB = {"samples_per_class": 2, "steps": 5, "classes": [0, 1], "recipe": "paper"}
@@ -25,14 +23,8 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
     redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
     env = worker_env(tmp_path / "data", redis_url)
     settings = ServiceSettings(data_dir=tmp_path / "data", redis_url=redis_url, redis_prefix="e2e:")
-    with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as client:
-        svc = Service(client=client, env=env, headers={}, workdir=tmp_path)
-        svc.start_worker()
-        try:
-            yield svc
-        finally:
-            for worker in svc.workers:
-                worker.stop()
+    with running_service(settings, env, tmp_path, {}) as svc:
+        yield svc
 
 
 def tenant_headers(service: Service, tenant: str) -> dict[str, str]:

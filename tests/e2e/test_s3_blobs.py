@@ -18,7 +18,7 @@ from service.exports import Manifest
 from service.housekeeping import collect_garbage
 from service.settings import ServiceSettings
 from service.storage import Stores, open_stores
-from tests.e2e.conftest import SHAPE, Service, worker_env
+from tests.e2e.conftest import SHAPE, Service, running_service, worker_env
 
 
 @pytest.fixture
@@ -28,14 +28,8 @@ def s3_service(tmp_path: Path, s3_settings: dict[str, str]) -> Iterator[Service]
         data_dir=tmp_path / "data",
         **{k.removeprefix("C3_").lower(): v for k, v in s3_settings.items()},
     )
-    with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as client:
-        svc = Service(client=client, env=env, headers={}, workdir=tmp_path)
-        svc.start_worker()
-        try:
-            yield svc
-        finally:
-            for worker in svc.workers:
-                worker.stop()
+    with running_service(settings, env, tmp_path, {}) as svc:
+        yield svc
 
 
 def stores_of(service: Service, **settings: str | int) -> Stores:
