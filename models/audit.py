@@ -40,8 +40,8 @@ from models.contracts.verdict import TrainingOutcome, Verdict, build_verdict
 from models.feature_prior import build_prior, split_reference
 from models.methods import InversionMethod, build_method, build_method_from_state
 from models.metrics import MetricsBuilder
-from models.ood import audit_figures
-from models.scoring import score_samples
+from models.ood import audit_figures, evasion
+from models.scoring import ClassifierOutputs, score_samples
 from models.training import (
     InversionFailed,
     StepReport,
@@ -235,14 +235,12 @@ def audit(
             )
         figures_start = time.perf_counter()
         samples = score_samples(targets, measured.counterfeit_outputs, TOP_K)
-        evaluated, evaluated_y = (
+        figures = _report_figures(
+            measured.counterfeit_outputs,
             measured.reference_outputs,
             None if reference is None else reference.y,
+            halves,
         )
-        if halves is not None and evaluated is not None:  # never the generator's half
-            evaluated = evaluated.rows(halves)
-            evaluated_y = None if evaluated_y is None else evaluated_y[halves]
-        figures = audit_figures(measured.counterfeit_outputs, evaluated, evaluated_y)
         verdict = build_verdict(
             measured.metrics, training, config.targets, method=config.method, step_limit=step_limit
         )
@@ -278,6 +276,31 @@ def _with_figure_seconds(metrics: InversionMetrics, seconds: float) -> Inversion
         return metrics
     spent = (cost.metrics_seconds or 0.0) + seconds
     return metrics.model_copy(update={"cost": cost.model_copy(update={"metrics_seconds": spent})})
+
+
+def _report_figures(
+    counterfeits: ClassifierOutputs,
+    real: ClassifierOutputs | None,
+    real_y: torch.Tensor | None,
+    halves: torch.Tensor | None,
+) -> AuditFigures:
+    """report.json's figures. A detector-aware run (`halves`: its evaluation half) is scored on
+    that half only, never on the generator's; a plain run on the whole reference set, and again
+    on the same evaluation half (`held_out_evasion`), where plain and detector-aware runs on
+    one reference set compare (issue 15)."""
+    if real is None:
+        return audit_figures(counterfeits)
+    if halves is not None:
+        figures = audit_figures(counterfeits, real.rows(halves), _rows(real_y, halves))
+        return figures.model_copy(update={"held_out_evasion": figures.ood})  # the same table
+    _, evaluation_half = split_reference(len(real.logits))  # the split detector-aware runs use
+    held_out = evasion(counterfeits, real.rows(evaluation_half), _rows(real_y, evaluation_half))
+    figures = audit_figures(counterfeits, real, real_y)
+    return figures.model_copy(update={"held_out_evasion": held_out})
+
+
+def _rows(labels: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    return None if labels is None else labels[index]
 
 
 def _detector_halves(method: InversionMethod, reference: Reference | None) -> torch.Tensor | None:

@@ -27,6 +27,7 @@ from models.scoring import ClassifierOutputs
 __all__ = [
     "audit_figures",
     "detector_scores",
+    "evasion",
     "evasion_table",
     "keep_threshold",
 ]
@@ -142,6 +143,32 @@ EVASION_SAMPLE = 10_000
 alike): the shares they accept are then within about ±1% of all of them, at a bounded cost."""
 
 
+def evasion(
+    counterfeits: ClassifierOutputs,
+    reference: ClassifierOutputs,
+    reference_y: torch.Tensor | None = None,
+    *,
+    tpr: float = 0.95,
+) -> EvasionTable | None:
+    """The evasion table of `counterfeits` (at most EVASION_SAMPLE of them) against the real
+    `reference` outputs, split in two by `evasion_table`; None with fewer than 4 real inputs."""
+    if len(reference.logits) < 4:
+        return None
+    n = len(counterfeits.logits)
+    scored = torch.linspace(0, n - 1, min(n, EVASION_SAMPLE)).round().long().unique()
+    results, n_fit, n_eval = evasion_table(
+        reference.logits, reference.features, counterfeits.logits[scored],
+        counterfeits.features[scored], reference_y, tpr=tpr,
+    )  # fmt: skip
+    return EvasionTable(
+        tpr=tpr,
+        reference_fit=n_fit,
+        reference_eval=n_eval,
+        counterfeits=len(scored),
+        detectors=results,
+    )
+
+
 def audit_figures(
     counterfeits: ClassifierOutputs,
     reference: ClassifierOutputs | None = None,
@@ -156,19 +183,7 @@ def audit_figures(
     if reference is None or len(reference.logits) < 4:
         return AuditFigures(msp=MspScores(counterfeits=fake_msp))
     real_msp = [round(float(p), 5) for p in reference.probabilities.max(1).values]
-    n = len(counterfeits.logits)
-    scored = torch.linspace(0, n - 1, min(n, EVASION_SAMPLE)).round().long().unique()
-    results, n_fit, n_eval = evasion_table(
-        reference.logits, reference.features, counterfeits.logits[scored],
-        counterfeits.features[scored], reference_y, tpr=tpr,
-    )  # fmt: skip
     return AuditFigures(
         msp=MspScores(counterfeits=fake_msp, reference=real_msp),
-        ood=EvasionTable(
-            tpr=tpr,
-            reference_fit=n_fit,
-            reference_eval=n_eval,
-            counterfeits=len(scored),
-            detectors=results,
-        ),
+        ood=evasion(counterfeits, reference, reference_y, tpr=tpr),
     )

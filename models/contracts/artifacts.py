@@ -5,7 +5,8 @@ A run (a service job or `c3 invert`) writes the same files with the same schema:
 - `samples.npz`: `SamplesArrays`, every sample's 8-bit pixels exactly as they were scored;
 - `metrics.json`: `InversionMetrics`, the audit figures per class and overall, and the cost;
 - `report.json`: `AuditFigures`, max-softmax scores for the histogram and the OOD-detector
-  evasion table.
+  evasion table (on the whole reference set, and on its evaluation half, where plain and
+  detector-aware runs compare).
 Figures that could not be computed (no reference set, too few samples) are None, never NaN.
 """
 
@@ -160,6 +161,14 @@ class AuditFigures(_Figures):
     msp: MspScores
     ood: EvasionTable | None = Field(
         None, description="OOD-detector evasion; None when the run had no reference set."
+    )
+    held_out_evasion: EvasionTable | None = Field(
+        None,
+        description="The evasion table on the reference set's evaluation half only "
+        "(`models.feature_prior.split_reference`, seeded by the set alone): the half a "
+        "detector-aware generator never sees, the same for every run on one reference set, so "
+        "plain and detector-aware runs compare on it. A detector-aware run's `ood` is this "
+        "table. None without a reference set, or for a run finished before it existed.",
     )
     verdict: Verdict | None = Field(
         None, description="Which targets the run met; None for a run before verdicts existed."
