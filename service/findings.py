@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from models.contracts.artifacts import ClassMetrics, EvasionTable
+from models.contracts.artifacts import ClassMetrics, DetectorResult, EvasionTable
 from service.glossary import term
 
 CAUGHT_GREEN = 0.9
@@ -66,6 +66,11 @@ def _light(caught: float) -> Light:
     return "green" if caught >= CAUGHT_GREEN else "amber" if caught >= CAUGHT_AMBER else "red"
 
 
+def light_of(result: DetectorResult) -> Light:
+    """A detector's traffic light by the share of counterfeits it rejects."""
+    return _light(1.0 - result.accepted_share)
+
+
 def detector_lights(ood: EvasionTable | None) -> tuple[DetectorLight, ...]:
     if ood is None:
         return ()
@@ -73,7 +78,7 @@ def detector_lights(ood: EvasionTable | None) -> tuple[DetectorLight, ...]:
         DetectorLight(
             name=d.name,
             label=term(f"detector.{d.name}").label,
-            light=_light(1.0 - d.accepted_share),
+            light=light_of(d),
             accepted=d.accepted_share,
             auroc=d.auroc,
             meaning=term(f"detector.{d.name}").meaning,
@@ -83,7 +88,12 @@ def detector_lights(ood: EvasionTable | None) -> tuple[DetectorLight, ...]:
 
 
 def _names(lights: list[DetectorLight]) -> str:
-    names = [term(f"detector.{light.name}").header for light in lights]
+    return _detector_names([light.name for light in lights])
+
+
+def _detector_names(detectors: Sequence[str]) -> str:
+    """ "Mahalanobis detector", "Mahalanobis and k-NN feature-distance detectors"."""
+    names = [term(f"detector.{name}").header for name in detectors]
     joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     return joined + (" detector" if len(names) == 1 else " detectors")
 
@@ -139,6 +149,55 @@ def _aimed_sentence(lights: tuple[DetectorLight, ...], aimed: Sequence[str]) -> 
         f"These counterfeits were made to pass the {names} (detector-aware c3) and scored on "
         f"the half of the reference set the generator never saw: {verdict}."
     )
+
+
+def side_by_side_sentence(
+    plain: EvasionTable, aware: EvasionTable, aimed: Sequence[str]
+) -> str | None:
+    """What a detector-aware run means for the detectors it `aimed` at, in one sentence: the
+    share of plain and of detector-aware counterfeits each accepted (both tables on the same
+    evaluation half), and whether someone who knows the detector gets past it. None when
+    neither table has an aimed detector."""
+    plain_by, aware_by = {d.name: d for d in plain.detectors}, {d.name: d for d in aware.detectors}
+    pairs = [(plain_by[n], aware_by[n]) for n in aimed if n in plain_by and n in aware_by]
+    if not pairs:
+        return None
+    shares = []
+    for i, (before, after) in enumerate(pairs):
+        name = f"your {term(f'detector.{before.name}').header} detector"
+        shares.append(
+            f"{name} accepted {before.accepted_share:.1%} of plain counterfeits and "
+            f"{after.accepted_share:.1%} of detector-aware ones"
+            if i == 0
+            else f"{name} {before.accepted_share:.1%} and {after.accepted_share:.1%}"
+        )
+    groups: dict[str, list[str]] = {"bypassed": [], "weak": [], "held": []}
+    for before, after in pairs:
+        if light_of(after) == "green":
+            groups["held"].append(before.name)
+        else:
+            groups["bypassed" if light_of(before) == "green" else "weak"].append(before.name)
+    whole = sum(1 for names in groups.values() if names) == 1  # one verdict for all of them
+
+    def who(names: list[str]) -> tuple[str, str]:
+        """(the detectors as the subject, the pronoun) of a verdict."""
+        if whole:
+            return ("the detector", "it") if len(names) == 1 else ("these detectors", "them")
+        return f"the {_detector_names(names)}", "it" if len(names) == 1 else "them"
+
+    verdicts = []
+    if groups["bypassed"]:
+        subject, pronoun = who(groups["bypassed"])
+        verdicts.append(f"someone who knows {subject} can get past {pronoun}")
+    if groups["weak"]:
+        subject, _ = who(groups["weak"])
+        verb = "was" if len(groups["weak"]) == 1 else "were"
+        verdicts.append(f"{subject} {verb} weak against plain counterfeits already")
+    if groups["held"]:
+        subject, pronoun = who(groups["held"])
+        verdicts.append(f"{subject} held even against counterfeits made to pass {pronoun}")
+    sentence = ", ".join(shares) + ": " + "; ".join(verdicts) + "."
+    return sentence[0].upper() + sentence[1:]
 
 
 def findings(

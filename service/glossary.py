@@ -3,8 +3,8 @@ place: the pages show `label` (or `short` where columns are tight) and put `mean
 tooltip or a "what this means" line, so the two never drift apart.
 
 Keys are metrics.json's figure names (cost figures as `cost.<name>`), the OOD detectors' names
-(`detector.<name>`), the evasion table's columns (`evasion.<column>`) and the pages' sections
-(`section.<name>`).
+(`detector.<name>`), the evasion table's columns (`evasion.<column>`), the side-by-side view of
+plain and detector-aware c3 (`side_by_side.<column>`) and the pages' sections (`section.<name>`).
 """
 
 from __future__ import annotations
@@ -167,6 +167,24 @@ TERMS: dict[str, Term] = {
     "evasion.threshold": Term(
         "threshold", "The detector's score threshold, in the detector's own units."
     ),
+    # -- plain c3 beside detector-aware c3 (issue 15) --
+    "side_by_side.plain": Term(
+        "plain c3",
+        "Counterfeits made only to be classified confidently: an attacker who knows nothing of "
+        "your detector.",
+    ),
+    "side_by_side.detector_aware": Term(
+        "detector-aware c3",
+        "Counterfeits made to be classified confidently and to pass the detectors marked "
+        '"aimed at": an attacker who knows your detector.',
+    ),
+    "side_by_side.aimed": Term(
+        "aimed at", "The detector-aware job was made to pass this detector."
+    ),
+    "side_by_side.change": Term(
+        "change",
+        "Detector-aware minus plain: percentage points for shares, the difference for AUROC.",
+    ),
     # -- sections --
     "section.verdict": Term(
         "Verdict",
@@ -187,6 +205,13 @@ TERMS: dict[str, Term] = {
         "OOD-detector evasion",
         "Would a detector of unusual inputs, set to keep 95% of real images, stop the "
         "counterfeits? Each detector's share let through, and how well it separates them.",
+    ),
+    "section.side_by_side": Term(
+        "Plain c3 beside detector-aware c3",
+        "The same detectors, fitted and thresholded on the same half of the reference set (one "
+        "the detector-aware generator never saw), against plain counterfeits and against "
+        "counterfeits made to pass them: how much a detector's protection rests on the attacker "
+        "not knowing it.",
     ),
     "section.per_class": Term(
         "Per class",

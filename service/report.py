@@ -17,12 +17,18 @@ from typing import Any, Literal
 from markupsafe import Markup
 from pydantic import BaseModel, Field
 
-from models.contracts.artifacts import ArtifactName, AuditFigures, EvasionTable, InversionMetrics
+from models.contracts.artifacts import (
+    ArtifactName,
+    AuditFigures,
+    DetectorResult,
+    EvasionTable,
+    InversionMetrics,
+)
 from models.contracts.verdict import Verdict
-from service import plots, samples
+from service import plots, samples, side_by_side
 from service.effective import active_weights, job_settings
 from service.errors import Conflict
-from service.findings import findings
+from service.findings import Light, findings, light_of
 from service.glossary import Term, label_of, meaning, term
 from service.images import to_png
 from service.read_cache import cache
@@ -35,6 +41,7 @@ from service.records import (
     events_stream,
 )
 from service.schemas import InversionPublic
+from service.side_by_side import SideBySidePublic
 from service.storage import ArtifactNotFound, ArtifactStore, JobStore, Stores
 
 REPORT_GRID_PER_CLASS = 8
@@ -361,6 +368,11 @@ class ReportPublic(BaseModel):
         description="Which targets the run met, which it missed and what to try; None for a "
         "job finished before verdicts existed."
     )
+    side_by_side: SideBySidePublic | None = Field(
+        None,
+        description="A detector-aware job beside plain c3 on the same classifier and reference "
+        "set (`?baseline=` picks the plain job); None for a job that is not detector-aware.",
+    )
     links: dict[str, str]
 
 
@@ -392,7 +404,27 @@ def require_report(job: JobRecord) -> None:
         )
 
 
-def build_report(stores: Stores, job: JobRecord) -> ReportPublic:
+def job_side_by_side(
+    stores: Stores, job: JobRecord, baseline: str | None = None
+) -> SideBySidePublic | None:
+    """A detector-aware job beside plain c3 (`baseline`: the plain job's id, else the newest
+    on the same classifier and reference set); None for a job that is not detector-aware. A
+    `baseline` that cannot stand beside the job is a 422 naming the field."""
+    plain_job, chosen = side_by_side.pick_baseline(stores.jobs, job, baseline)
+    if not job.params.detectors:
+        return None
+
+    def side(of: JobRecord) -> side_by_side.Side:
+        figures = job_report_figures(stores.artifacts, of)
+        return side_by_side.Side(
+            job_metrics(stores.artifacts, of).overall, side_by_side.held_out_evasion(of, figures)
+        )
+
+    plain = None if plain_job is None else side(plain_job)
+    return side_by_side.compare(job, side(job), plain_job, chosen, plain)
+
+
+def build_report(stores: Stores, job: JobRecord, baseline: str | None = None) -> ReportPublic:
     require_report(job)
     metrics = job_metrics(stores.artifacts, job)
     figures = job_report_figures(stores.artifacts, job)
@@ -413,6 +445,7 @@ def build_report(stores: Stores, job: JobRecord) -> ReportPublic:
         ),
         ood=figures.ood if figures is not None else None,
         verdict=job.verdict or (figures.verdict if figures is not None else None),
+        side_by_side=job_side_by_side(stores, job, baseline),
         links={
             "self": f"/inversions/{id}/report",
             "html": f"/inversions/{id}/report?format=html",
@@ -491,9 +524,58 @@ def evasion_bars(ood: EvasionTable | None) -> Markup | None:
     )
 
 
-def report_context(stores: Stores, job: JobRecord) -> dict[str, Any]:
+def _share_change(before: float | None, after: float | None) -> str:
+    if before is None or after is None:
+        return ""
+    return fmt_delta("confident_share", after - before, before)  # percentage points
+
+
+def side_by_side_rows(view: SideBySidePublic | None) -> dict[str, Any] | None:
+    """The side-by-side table as the templates show it: per detector the share each side let
+    through (with its traffic light) and the AUROC, then the overall figures, formatted."""
+    if view is None:
+        return None
+
+    def light(result: DetectorResult | None) -> Light | None:
+        return None if result is None else light_of(result)
+
+    detectors = []
+    for pair in view.detectors:
+        plain, aware = pair.plain, pair.detector_aware
+        detectors.append({
+            "name": pair.name,
+            "label": label_of(f"detector.{pair.name}"),
+            "meaning": meaning(f"detector.{pair.name}"),
+            "aimed": pair.aimed,
+            "plain": _or_dash(plain.accepted_share if plain else None, ".1%"),
+            "plain_light": light(plain),
+            "aware": _or_dash(aware.accepted_share if aware else None, ".1%"),
+            "aware_light": light(aware),
+            "change": _share_change(
+                plain.accepted_share if plain else None, aware.accepted_share if aware else None
+            ),
+            "plain_auroc": _or_dash(plain.auroc if plain else None, ".3f"),
+            "aware_auroc": _or_dash(aware.auroc if aware else None, ".3f"),
+        })  # fmt: skip
+    figures = [
+        {
+            "name": f.name,
+            "label": label_of(f.name),
+            "meaning": meaning(f.name),
+            "plain": fmt(f.name, f.plain),
+            "aware": fmt(f.name, f.detector_aware),
+            "change": ""
+            if f.plain is None or f.detector_aware is None
+            else fmt_delta(f.name, f.detector_aware - f.plain, f.plain),
+        }
+        for f in view.figures
+    ]
+    return {"view": view, "detectors": detectors, "figures": figures}
+
+
+def report_context(stores: Stores, job: JobRecord, baseline: str | None = None) -> dict[str, Any]:
     """What templates/report.html needs, every image already a data URI."""
-    report = build_report(stores, job)
+    report = build_report(stores, job, baseline)
     metrics = report.metrics
     overall = overall_figures(metrics)
     return {
@@ -506,6 +588,7 @@ def report_context(stores: Stores, job: JobRecord) -> dict[str, Any]:
         "grid": inlined_grid(stores.artifacts, job),
         "evasion": evasion_rows(report.ood),
         "evasion_bars": evasion_bars(report.ood),
+        "side_by_side": side_by_side_rows(report.side_by_side),
         "class_names": job.class_names,
         "settings": job_settings(job),
         "findings": findings(

@@ -159,17 +159,26 @@ def seed_job(
     reference_size: int = 200,
     legacy: bool = False,
     detectors: list[str] | None = None,
+    dataset: DatasetRecord | None = None,
+    held_out: dict[str, float] | None = None,
+    held_out_table: bool = True,
 ) -> JobRecord:
     """A job as the worker leaves it: record, events (a progress event every `progress_every`
     steps) and, when succeeded, every artifact and export. `legacy`: as version 1 left it
-    (compressed samples.npz, no exports)."""
+    (compressed samples.npz, no exports). `dataset`: the reference set (one of its own when
+    None). `held_out`: accepted shares, by detector, of the evasion table on the reference
+    set's evaluation half (a detector-aware job's only table); `held_out_table=False`: a job
+    finished before report.json had that table."""
     rng = np.random.default_rng(seed)
-    dataset = None
-    if reference:
+    if reference and dataset is None:
         dataset = dataset_record(
             classifier.tenant, shape=classifier.input_shape, count=reference_size
         )
         stores.jobs.create(dataset)
+    elif not reference:
+        dataset = None
+    if dataset is not None and dataset.count:
+        reference_size = dataset.count
     job = job_record(
         classifier, method=method, classes=classes, per_class=per_class, steps=steps,
         seed=seed, dataset_id=dataset.id if dataset else None,
@@ -210,23 +219,32 @@ def seed_job(
                   samples_per_second=n / 0.2, device="cpu"),
         reference_size=reference_size if reference else 0,
     )  # fmt: skip
+    rows = [
+        {"name": "max-softmax", "auroc": 0.31, "accepted_share": 0.97, "threshold": 0.91},
+        {"name": "energy", "auroc": 0.42, "accepted_share": 0.88, "threshold": 7.5},
+        {"name": "mahalanobis", "auroc": 0.93, "accepted_share": 0.12, "threshold": -310.0},
+        {"name": "knn", "auroc": 0.99, "accepted_share": 0.015, "threshold": -0.52},
+    ]
+    whole = {
+        "tpr": 0.95, "reference_fit": reference_size // 2,
+        "reference_eval": reference_size - reference_size // 2, "counterfeits": n,
+        "detectors": rows,
+    }  # fmt: skip
+    half = reference_size - reference_size // 2  # the evaluation half, split again in two
+    evaluation = whole | {
+        "reference_fit": half // 2, "reference_eval": half - half // 2,
+        "detectors": [r | {"accepted_share": (held_out or {}).get(str(r["name"]),
+                                                                  r["accepted_share"])}
+                      for r in rows],
+    }  # fmt: skip
     figures = AuditFigures.model_validate({
         "msp": {
             "counterfeits": [s.top_k[0][1] for s in samples],
             "reference": list(np.clip(1 - rng.exponential(0.01, reference_size), 0.1, 1.0))
             if reference else None,
         },
-        "ood": {
-            "tpr": 0.95, "reference_fit": reference_size // 2,
-            "reference_eval": reference_size - reference_size // 2, "counterfeits": n,
-            "detectors": [
-                {"name": "max-softmax", "auroc": 0.31, "accepted_share": 0.97, "threshold": 0.91},
-                {"name": "energy", "auroc": 0.42, "accepted_share": 0.88, "threshold": 7.5},
-                {"name": "mahalanobis", "auroc": 0.93, "accepted_share": 0.12,
-                 "threshold": -310.0},
-                {"name": "knn", "auroc": 0.99, "accepted_share": 0.015, "threshold": -0.52},
-            ],
-        } if reference else None,
+        "ood": (evaluation if detectors else whole) if reference else None,
+        "held_out_evasion": evaluation if reference and held_out_table else None,
     })  # fmt: skip
     outcome = TrainingOutcome(stop_reason="budget_spent", steps=steps, step_budget=steps)
     figures = figures.model_copy(

@@ -222,8 +222,11 @@ def metrics(id: str) -> Call[InversionMetrics]:
     return Call("GET", f"/inversions/{id}/metrics.json", _model(InversionMetrics))
 
 
-def report(id: str) -> Call[ReportPublic]:
-    return Call("GET", f"/inversions/{id}/report", _model(ReportPublic), {"format": "json"})
+def report(id: str, baseline: str | None = None) -> Call[ReportPublic]:
+    """The audit report as JSON; a detector-aware job's sets it beside plain c3 (`baseline`:
+    that job's id, else the newest on the same classifier and reference set)."""
+    query = {"format": "json"} | ({} if baseline is None else {"baseline": baseline})
+    return Call("GET", f"/inversions/{id}/report", _model(ReportPublic), query)
 
 
 def next_page(call: Call[T], url: str) -> Call[T]:

@@ -10,13 +10,13 @@ import numpy as np
 from fastapi import Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from service import downloads, plots, report, samples
+from service import downloads, plots, report, samples, side_by_side
 from service.dashboard.session import PageTenant, SameOrigin, page_router
 from service.dashboard.templating import render
 from service.dashboard.views import WEIGHT_NAMES, confident_share, inversion_from_form
 from service.deps import CeleryDep, SettingsDep, StoresDep
 from service.effective import defaults_table, job_settings
-from service.errors import Problem
+from service.errors import Conflict, InvalidField, Problem
 from service.findings import findings
 from service.images import grid_png
 from service.jobs import cancel, delete_job, draw_more, resume_and_enqueue, start_job
@@ -191,14 +191,36 @@ async def draw_more_form(
     return RedirectResponse(f"/dashboard/jobs/{follow_up.id}", status_code=303)
 
 
+@router.post("/jobs/{id}/baseline", response_class=HTMLResponse, dependencies=[SameOrigin])
+async def start_baseline_form(
+    request: Request, job: PageJob, stores: StoresDep, celery: CeleryDep, settings: SettingsDep
+) -> Response:
+    """The side-by-side view's "start plain c3" button: a new c3 job with a detector-aware
+    job's settings, without its detectors."""
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    try:
+        if not job.params.detectors:
+            raise Conflict(f"job {job.id} is not detector-aware: it is its own plain baseline")
+        plain = start_job(
+            stores, celery, settings, job.tenant, side_by_side.baseline_request(job),
+            form.get("idempotency_key") or None,
+        )  # fmt: skip
+    except Problem as exc:
+        return _job_page(request, job, stores, status=exc.status, error=exc.detail)
+    return RedirectResponse(f"/dashboard/jobs/{plain.id}", status_code=303)
+
+
 @router.get("/jobs/{id}", response_class=HTMLResponse)
 def job_page(
     request: Request,
     job: PageJob,
     stores: StoresDep,
     classes_page: Annotated[int, Query(ge=1)] = 1,
+    baseline: Annotated[str | None, Query(max_length=64)] = None,
 ) -> HTMLResponse:
-    return _job_page(request, job, stores, classes_page=classes_page)
+    """A job's page; a detector-aware job's sets it beside plain c3 (`baseline`: that job's
+    id, else the newest on the same classifier and reference set)."""
+    return _job_page(request, job, stores, classes_page=classes_page, baseline=baseline)
 
 
 def _job_page(
@@ -210,6 +232,7 @@ def _job_page(
     status: int = 200,
     error: str | None = None,
     form: dict[str, str] | None = None,
+    baseline: str | None = None,
 ) -> HTMLResponse:
     classifier = stores.jobs.get(ClassifierRecord, job.classifier_id)
     dataset = stores.jobs.get(DatasetRecord, job.dataset_id) if job.dataset_id else None
@@ -232,7 +255,15 @@ def _job_page(
         classes = job.params.classes
         classes_page, pages = _pages(classes_page, len(classes), CLASSES_PER_PAGE)
         shown = classes[(classes_page - 1) * CLASSES_PER_PAGE : classes_page * CLASSES_PER_PAGE]
+        try:
+            paired = report.job_side_by_side(stores, job, baseline)
+        except InvalidField as exc:  # a bad ?baseline=: say why, show the newest instead
+            status, error = exc.status, f"baseline: {exc.detail}"
+            paired = report.job_side_by_side(stores, job)
         context |= {
+            "error": error,
+            "side_by_side": report.side_by_side_rows(paired),
+            "idempotency_key": secrets.token_urlsafe(16),
             "overall": report.grouped_figures(report.overall_figures(metrics)),
             "per_class": report.per_class_table(metrics, job.class_names),
             "histogram": plots.histogram_svg(report.job_histogram(stores.artifacts, job)),

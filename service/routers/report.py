@@ -57,15 +57,24 @@ def read_report(
     stores: StoresDep,
     format: Annotated[Literal["json", "html"] | None, Query()] = None,
     download: bool = False,
+    baseline: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="A detector-aware job's report: the plain c3 job (same classifier and "
+            "reference set) to set beside it; the newest such job when omitted.",
+        ),
+    ] = None,
 ) -> Any:
     """The model, the job's settings, its metrics, the confidence histogram beside the real
     reference data, and the OOD-detector evasion table: the share of counterfeits each detector
-    accepts at the threshold that keeps 95% of real reference data, and its AUROC."""
+    accepts at the threshold that keeps 95% of real reference data, and its AUROC. A
+    detector-aware job's report sets it beside plain c3 (`side_by_side`)."""
     html = format == "html" or (format is None and prefers_html(request.headers.get("accept", "")))
     response.headers["Vary"] = "Accept"
     if not html:
-        return report.build_report(stores, job)
-    context = report.report_context(stores, job)
+        return report.build_report(stores, job, baseline)
+    context = report.report_context(stores, job, baseline)
     body = templates().get_template("report.html").render(**context, css=inline_css())
     headers = {
         "Content-Security-Policy": REPORT_CSP,

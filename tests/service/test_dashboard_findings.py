@@ -9,7 +9,7 @@ import pytest
 from models.contracts.artifacts import ClassMetrics, DetectorResult, EvasionTable
 from models.contracts.inversion import InversionConfig, LossWeights
 from service import effective, glossary, report
-from service.findings import findings
+from service.findings import findings, side_by_side_sentence
 from tests.records import classifier_record, job_record
 
 
@@ -55,6 +55,33 @@ def test_a_detector_aware_run_says_which_detectors_it_beat() -> None:
         "who knows it; the k-NN feature-distance detector withstood the attack."
     )
     assert len(findings(FOOLED, table, 0.99).sentences) == 2  # a plain run says nothing of it
+
+
+def test_side_by_side_one_sentence_says_what_it_means_for_the_teams_detector() -> None:
+    plain = evasion(max_softmax=1.0, mahalanobis=0.02, knn=0.6)
+
+    def said(aimed: list[str], **aware: float) -> str | None:
+        return side_by_side_sentence(plain, evasion(max_softmax=1.0, **aware), aimed)
+
+    assert said(["mahalanobis"], mahalanobis=0.88, knn=0.9) == (
+        "Your Mahalanobis detector accepted 2.0% of plain counterfeits and 88.0% of "
+        "detector-aware ones: someone who knows the detector can get past it."
+    )
+    assert said(["mahalanobis"], mahalanobis=0.05, knn=0.9) == (
+        "Your Mahalanobis detector accepted 2.0% of plain counterfeits and 5.0% of "
+        "detector-aware ones: the detector held even against counterfeits made to pass it."
+    )
+    assert said(["knn"], mahalanobis=0.0, knn=0.9) == (
+        "Your k-NN feature-distance detector accepted 60.0% of plain counterfeits and 90.0% of "
+        "detector-aware ones: the detector was weak against plain counterfeits already."
+    )
+    assert said(["mahalanobis", "knn"], mahalanobis=0.88, knn=0.05) == (
+        "Your Mahalanobis detector accepted 2.0% of plain counterfeits and 88.0% of "
+        "detector-aware ones, your k-NN feature-distance detector 60.0% and 5.0%: someone who "
+        "knows the Mahalanobis detector can get past it; the k-NN feature-distance detector "
+        "held even against counterfeits made to pass it."
+    )
+    assert said(["mahalanobis"], knn=0.5) is None  # the aimed detector is in neither table
 
 
 def test_lights_change_at_their_thresholds() -> None:
