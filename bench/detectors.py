@@ -8,7 +8,8 @@ Each member (bench/zoo_members.py, trained once and cached) runs plain c3 and c3
 `detectors: ["mahalanobis", "knn"]`, through `models.audit.audit` as a job does, with the
 member's held-out split as the reference set. Both rows are scored on the same *evaluation
 half* of that split (`models.feature_prior.split_reference`), which detector-aware c3 never
-saw: the detectors are fit and thresholded there (95% of real inputs kept), as in the report.
+saw: the detectors are fit and thresholded there (95% of real inputs kept): the report's own
+`held_out_evasion` table, read from the audit's figures.
 Targets (issue 15, point 3): ≥ 99% of samples at p ≥ 0.99, Mahalanobis and k-NN accept ≥ 50%
 of the counterfeits, k-NN AUROC ≤ 0.6, no collapsed class.
 """
@@ -24,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,9 +35,6 @@ from bench.machine import describe  # noqa: E402
 from bench.zoo_members import MEMBERS, Prepared, prepare  # noqa: E402
 from models.audit import Reference, audit  # noqa: E402
 from models.contracts.inversion import InversionConfig  # noqa: E402
-from models.feature_prior import split_reference  # noqa: E402
-from models.ood import evasion_table  # noqa: E402
-from models.scoring import classifier_outputs  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "c3": {"method": "c3"},
@@ -61,15 +58,9 @@ def run_one(prepared: Prepared, variant: str, per_class: int, seed: int) -> dict
         sample_seed=seed,
         device="cpu",
     )
-    _, evaluation = split_reference(len(data.test_x))
-    real = classifier_outputs(classifier, data.test_x[evaluation])
-    with np.load(result.samples_file) as delivered:
-        pixels = torch.from_numpy(delivered["x"]).float() / 255.0
-    fake = classifier_outputs(classifier, pixels)
-    detectors, _, _ = evasion_table(
-        real.logits, real.features, fake.logits, fake.features, data.test_y[evaluation], seed=seed
-    )
-    by_name = {d.name: d for d in detectors}
+    table = result.figures.held_out_evasion  # the report's own table on the evaluation half
+    assert table is not None  # every run with a reference set has it
+    by_name = {d.name: d for d in table.detectors}
     row = {
         "member": prepared.member.name,
         "variant": variant,

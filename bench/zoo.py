@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import platform
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -86,7 +87,13 @@ def run_one(prepared: Prepared, label: str, fields: dict[str, Any], args: Any) -
             f"{min(probe.diversity):.3f}..{max(probe.diversity):.3f}, D "
             f"{min(probe.diversity_weight):.2f}..{max(probe.diversity_weight):.2f}, tau "
             f"{min(probe.spread_target):.2f}..{max(probe.spread_target):.2f}, pull max "
-            f"{max(probe.pull):.2f}, passes {probe.passes}",
+            f"{max(probe.pull):.2f}, passes {probe.passes}"
+            + (
+                f", prior rejected {min(probe.prior_rejected):.2f}..{max(probe.prior_rejected):.2f}"
+                f" gain {min(probe.prior_gain):.2f}..{max(probe.prior_gain):.2f}"
+                if probe.prior_gain
+                else ""
+            ),
             flush=True,
         )
 
@@ -259,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
     env = environment(args.threads, args.per_class, load_start)
     print(env, flush=True)
-    methods = [parse_method(m) for m in args.methods.split(",") if m]
+    methods = [parse_method(m) for m in re.split(r",(?![^{]*})", args.methods) if m]
     rows: list[dict[str, Any]] = []
     members = [m for m in args.members.split(",") if m]
     print("\n## members\n")

@@ -19,11 +19,15 @@ zero for a counterfeit already inside (so it does not pull the features together
 sample's hinge is weighted by its (detached) margin above the confidence threshold,
 (p_y − τ) / (1 − τ) clamped to [0, 1]: a counterfeit is pulled towards real features only once
 it is confident, and no further than its confidence allows.
+
+How hard each class is pulled is closed-loop (`models.control`, the prior gain): the probes
+ask `FeaturePrior.rejected` whether the aimed detectors, at their 95%-TPR thresholds and
+scored as the evasion table scores them, would still reject the class's counterfeits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -32,10 +36,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.classifier import LoadedClassifier
+from models.ood import mahalanobis_score
 
 __all__ = ["FeaturePrior", "build_prior", "split_reference"]
 
 KNN_K = 10  # neighbours, as the k-NN detector of the evasion table
+ACCEPT_QUANTILE = 0.95  # a detector accepts what lies within the distance this share of real
+# inputs keep (the evasion table's 95%-TPR threshold): what the closed loop watches
 RIDGE = 1e-3  # covariance ridge, as the Mahalanobis detector of the evasion table
 
 
@@ -68,6 +75,8 @@ class FeaturePrior:
     bank: torch.Tensor | None  # (b, d) normalised real features
     knn_radius: float
     batch_norms: list[nn.Module]
+    mahalanobis_accept: float = float("inf")  # min-over-classes distance ACCEPT_QUANTILE keep
+    knn_accept: float = float("inf")  # k-th neighbour distance ACCEPT_QUANTILE keep
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -75,21 +84,46 @@ class FeaturePrior:
         names = ("mahalanobis", "knn") if self.means is not None else ()
         return names + (("batch_stats",) if self.batch_norms else ())
 
-    def mahalanobis(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Hinge max(0, d_M(f, μ_y) / r_y − 1) per sample (n,): zero inside the radius."""
-        if self.means is None or self.precision is None or self.mahalanobis_radius is None:
+    def mahalanobis_distance(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(f − μ_y)ᵀ Σ⁻¹ (f − μ_y) per sample (n,)."""
+        if self.means is None or self.precision is None:
             raise RuntimeError("the Mahalanobis prior needs real features")
         centred = features - self.means[labels]  # (n, d)
-        distance = ((centred @ self.precision) * centred).sum(dim=1)  # (n,)
+        return ((centred @ self.precision) * centred).sum(dim=1)
+
+    def knn_distance(self, features: torch.Tensor) -> torch.Tensor:
+        """Distance of f̂ to its k-th nearest real neighbour per sample (n,)."""
+        if self.bank is None:
+            raise RuntimeError("the k-NN prior needs real features")
+        return _kth_distance(F.normalize(features, dim=1), self.bank, KNN_K, False)
+
+    def mahalanobis(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Hinge max(0, d_M(f, μ_y) / r_y − 1) per sample (n,): zero inside the radius."""
+        if self.mahalanobis_radius is None:
+            raise RuntimeError("the Mahalanobis prior needs real features")
+        distance = self.mahalanobis_distance(features, labels)
         return F.relu(distance / self.mahalanobis_radius[labels] - 1.0)
 
     def knn(self, features: torch.Tensor) -> torch.Tensor:
         """Hinge max(0, kth(f̂) / r − 1) per sample (n,) on the k-th nearest real neighbour's
         distance."""
-        if self.bank is None:
-            raise RuntimeError("the k-NN prior needs real features")
-        unit = F.normalize(features, dim=1)
-        return F.relu(_kth_distance(unit, self.bank, KNN_K, False) / self.knn_radius - 1)
+        return F.relu(self.knn_distance(features) / self.knn_radius - 1)
+
+    def rejected(
+        self, features: torch.Tensor, labels: torch.Tensor, detectors: Iterable[str]
+    ) -> torch.Tensor | None:
+        """Per sample (n,): at least one of `detectors` ("mahalanobis", "knn"; others ignored)
+        would reject it at 95% TPR, scored as the evasion table scores it (Mahalanobis: the
+        distance to the nearest class mean, whatever the label); None when none of them is a
+        feature detector."""
+        out = []
+        for name in detectors:
+            if name == "mahalanobis" and self.means is not None and self.precision is not None:
+                nearest = -mahalanobis_score(features, self.means, self.precision)
+                out.append(nearest > self.mahalanobis_accept)
+            elif name == "knn" and self.bank is not None:
+                out.append(self.knn_distance(features) > self.knn_accept)
+        return torch.stack(out).any(dim=0) if out else None
 
     @contextmanager
     def batch_stats(self, active: bool = True) -> Iterator[list[torch.Tensor]]:
@@ -158,11 +192,14 @@ def build_prior(
     cov = cov + RIDGE * (cov.diagonal().mean() + 1e-12) * torch.eye(cov.shape[0], dtype=cov.dtype)
     precision = torch.linalg.inv(cov)
     own = ((centred @ precision) * centred).sum(dim=1)  # (n,)
-    radius = torch.full((k,), float(own.quantile(quantile)), dtype=own.dtype, device=device)
-    for c in labels.unique():
-        mine = own[labels == c]
-        if len(mine) >= 5:  # a class's own radius once it has a few examples
-            radius[c] = mine.quantile(quantile)
+
+    def per_class(q: float) -> torch.Tensor:
+        radius = torch.full((k,), float(own.quantile(q)), dtype=own.dtype, device=device)
+        for c in labels.unique():
+            mine = own[labels == c]
+            if len(mine) >= 5:  # a class's own radius once it has a few examples
+                radius[c] = mine.quantile(q)
+        return radius.clamp_min(1e-6)
 
     bank = F.normalize(features, dim=1)
     real_knn = _kth_distance(bank, bank, KNN_K, skip_self=True)
@@ -170,8 +207,12 @@ def build_prior(
     return FeaturePrior(
         means=means.to(dtype),
         precision=precision.to(dtype),
-        mahalanobis_radius=radius.clamp_min(1e-6).to(dtype),
+        mahalanobis_radius=per_class(quantile).to(dtype),
         bank=bank.to(dtype),
         knn_radius=max(float(real_knn.quantile(quantile)), 1e-6),
         batch_norms=norms,
+        mahalanobis_accept=float(
+            (-mahalanobis_score(features, means, precision)).quantile(ACCEPT_QUANTILE)
+        ),
+        knn_accept=max(float(real_knn.quantile(ACCEPT_QUANTILE)), 1e-6),
     )

@@ -200,6 +200,8 @@ class InversionMethod(abc.ABC):
         # p_y = 1, none at τ or below, so the prior never costs a sample its confidence
         tau = self.config.confidence_threshold
         gate = ((confidence.detach() - tau) / (1.0 - tau)).clamp(0.0, 1.0)
+        if self.controller is not None:  # each class's prior gain (`ClassController._adapt_prior`)
+            gate = gate * self.controller.prior_gain.to(gate.device, gate.dtype)[labels]
         per_sample: dict[str, Callable[[], torch.Tensor]] = {
             "mahalanobis": lambda: prior.mahalanobis(features, labels),
             "knn": lambda: prior.knn(features),
@@ -559,9 +561,16 @@ class GeneratorMethod(InversionMethod):
         seed = probe_seed(self.config.seed, self.step_count)
         images = quantise(self.sample(labels, seed=seed))
         with torch.no_grad():
-            logits = self.classifier(images)  # (n, K)
-        report = self.controller.observe(self.step_count, labels, images, logits)
+            logits, features = self.classifier.forward_with_features(images)  # (n, K), (n, d)
+        rejected = (
+            None
+            if self.prior is None
+            else self.prior.rejected(features, labels, self._prior_weights())
+        )
+        report = self.controller.observe(self.step_count, labels, images, logits, rejected)
         if self.controller.candidate:  # confirm on this very generator with fresh probes
+            labels = pool.repeat_interleave(self.controller.settings.confirm_for(len(pool)))
+            labels = labels.to(self.device)
             images = quantise(self.sample(labels, seed=seed + 1))
             with torch.no_grad():
                 logits = self.classifier(images)

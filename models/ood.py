@@ -30,6 +30,7 @@ __all__ = [
     "evasion",
     "evasion_table",
     "keep_threshold",
+    "mahalanobis_score",
 ]
 
 
@@ -54,7 +55,7 @@ def _fit_mahalanobis(
 CHUNK = 4096  # rows scored at a time: memory stays (CHUNK × classes), whatever the run's size
 
 
-def _mahalanobis(
+def mahalanobis_score(
     features: torch.Tensor, means: torch.Tensor, precision: torch.Tensor
 ) -> torch.Tensor:
     """−min_c (f − μ_c)ᵀ P (f − μ_c), as fᵀPf − 2 fᵀPμ_c + μ_cᵀPμ_c, a chunk of rows at a time."""
@@ -93,7 +94,7 @@ def detector_scores(
     return {
         "max-softmax": logits.softmax(dim=1).max(dim=1).values,
         "energy": torch.logsumexp(logits, dim=1),
-        "mahalanobis": _mahalanobis(features, means, precision),
+        "mahalanobis": mahalanobis_score(features, means, precision),
         "knn": _knn(features, fit_features, k),
     }
 

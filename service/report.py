@@ -24,6 +24,7 @@ from models.contracts.artifacts import (
     EvasionTable,
     InversionMetrics,
 )
+from models.contracts.inversion import InversionConfig
 from models.contracts.verdict import Verdict
 from service import plots, samples, side_by_side
 from service.effective import active_weights, job_settings
@@ -359,6 +360,10 @@ class ReportPublic(BaseModel):
     classifier: ClassifierSummary | None = Field(description="None once the model is deleted.")
     dataset: DatasetSummary | None
     settings: ReportSettings
+    effective: InversionConfig = Field(
+        description="Every engine setting the job ran with, the method's defaults filled in "
+        "where the request (`settings`) left them open."
+    )
     metrics: InversionMetrics = Field(description="metrics.json: overall and per class.")
     confidence_histogram: HistogramPublic
     ood: EvasionTable | None = Field(
@@ -437,6 +442,7 @@ def build_report(stores: Stores, job: JobRecord, baseline: str | None = None) ->
         settings=ReportSettings.model_validate(
             {"method": job.method, "kind": job.kind, **job.params.model_dump()}
         ),
+        effective=job.params.config(job.method),
         metrics=metrics,
         confidence_histogram=HistogramPublic(
             edges=hist.edges,

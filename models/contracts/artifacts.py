@@ -269,6 +269,14 @@ class ProbeFigures(BaseModel):
     targets_met: bool
     passes: int
     finished: bool
+    prior_rejected: list[float] = Field(
+        default_factory=list,
+        description="Detector-aware c3: share of the class's probes that an aimed feature "
+        "detector rejects at 95% TPR (empty for plain c3).",
+    )
+    prior_gain: list[float] = Field(
+        default_factory=list, description="Detector-aware c3: the class's prior gain."
+    )
 
 
 class Progress(_Figures):

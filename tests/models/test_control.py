@@ -3,6 +3,7 @@ state and resume, and the verdict built from metrics. Tiny networks, no timing."
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -14,13 +15,21 @@ from models.contracts.artifacts import InversionMetrics
 from models.contracts.inversion import InversionConfig
 from models.contracts.verdict import Targets, TrainingOutcome, Verdict, build_verdict
 from models.control import (
+    CONFIRM_EVIDENCE,
+    MANY_CLASSES,
     D_START,
     PASSES_TO_STOP,
+    PRIOR_DOWN,
+    PRIOR_MAX,
+    PRIOR_MIN,
+    PRIOR_PATIENCE,
+    PRIOR_UP,
     ClassController,
     ControlSettings,
     class_diversity,
     quantise,
 )
+from models.feature_prior import build_prior
 from models.methods import build_method, build_method_from_state
 from models.training import StepReport, load_state, save_state, train
 from tests import factories
@@ -199,12 +208,15 @@ def test_few_classes_every_class_at_least_twice_extra_slots_to_lagging() -> None
 
 def test_controller_state_round_trips() -> None:
     control = ClassController(K, ControlSettings())
-    control.observe(50, LABELS, _collapsed(LABELS), _confident_logits(LABELS))
+    control.observe(
+        50, LABELS, _collapsed(LABELS), _confident_logits(LABELS), _rejected(LABELS, (0,))
+    )
     clone = ClassController(K, ControlSettings())
     clone.load_state_dict(load_state(save_state(control.state_dict())))
     assert torch.equal(clone.diversity_weight, control.diversity_weight)
     assert torch.equal(clone.pull, control.pull)
     assert torch.equal(clone.spread_target, control.spread_target)
+    assert torch.equal(clone.prior_gain, control.prior_gain)
     assert (clone.passes, clone.finished, clone.checks) == (0, False, 1)
     assert clone.last_report == control.last_report
 
@@ -371,3 +383,153 @@ def test_verdict_collapse_and_missing_reference() -> None:
         "msp_auroc",
     }
     assert Targets.model_validate(Targets().model_dump()) == Targets()
+
+
+def _rejected(labels: torch.Tensor, classes: tuple[int, ...]) -> torch.Tensor:
+    """Every probe of `classes` rejected by an aimed detector, the others accepted."""
+    return torch.isin(labels, torch.tensor(classes))
+
+
+def test_prior_gain_rises_while_rejected_and_confident_falls_while_lagging() -> None:
+    control = ClassController(K, ControlSettings())
+    right = LABELS != 3  # class 3 lags in confidence
+    report = control.observe(
+        50, LABELS, _diverse(LABELS), _confident_logits(LABELS, right), _rejected(LABELS, (1, 3))
+    )
+    assert report.prior_rejected == (0.0, 1.0, 0.0, 1.0)
+    gain = report.prior_gain
+    assert gain[0] == gain[2] == 1.0  # inside: held
+    assert gain[1] == pytest.approx(PRIOR_UP)  # rejected and confident: more pull
+    assert gain[3] == PRIOR_MIN == 1.0  # lagging: never under the job's own weight
+    for step in range(100, 1100, 50):  # bounded
+        control.observe(
+            step,
+            LABELS,
+            _diverse(LABELS),
+            _confident_logits(LABELS, right),
+            _rejected(LABELS, (1, 3)),
+        )
+    assert float(control.prior_gain[1]) == PRIOR_MAX
+    assert float(control.prior_gain[3]) == PRIOR_MIN
+    lags = LABELS != 1  # now class 1 lags: its gain falls, confidence first
+    control.observe(
+        1100, LABELS, _diverse(LABELS), _confident_logits(LABELS, lags), _rejected(LABELS, (1,))
+    )
+    assert float(control.prior_gain[1]) == pytest.approx(PRIOR_MAX * PRIOR_DOWN)
+    plain = ClassController(K, ControlSettings()).observe(
+        50, LABELS, _diverse(LABELS), _confident_logits(LABELS)
+    )
+    assert plain.prior_gain == () and plain.prior_rejected == ()
+
+
+def test_the_prior_holds_back_the_stop_until_inside_at_its_maximum_or_out_of_patience() -> None:
+    def met_at(rejected: tuple[int, ...], stuck: bool = False) -> list[bool]:
+        control = ClassController(K, ControlSettings())
+        met = []
+        for i in range(12):
+            report = control.observe(
+                50 * (i + 1),
+                LABELS,
+                _diverse(LABELS),
+                _confident_logits(LABELS),
+                _rejected(LABELS, rejected),
+            )
+            met.append(report.targets_met)
+            if stuck:  # as if the class's gain never got anywhere
+                control.prior_gain[:] = 1.0
+        return met
+
+    assert met_at(())[1]  # every class inside: the confidence targets decide, as before
+    held = met_at((2,))  # class 2 stays rejected: its gain climbs to the maximum first
+    first = held.index(True)
+    at_max = math.ceil(math.log(PRIOR_MAX) / math.log(PRIOR_UP)) - 1  # the check's index
+    assert first == min(at_max, 1 + PRIOR_PATIENCE)  # targets hold from index 1
+    assert all(held[first:])
+    waited = met_at((2,), stuck=True)  # never inside, never at the maximum: patience ends it
+    assert waited.index(True) == 1 + PRIOR_PATIENCE
+
+
+def test_the_prior_gain_scales_each_class_pull(
+    classifier: LoadedClassifier,
+) -> None:
+    data = factories.digits((1, 28, 28))
+    config = InversionConfig.tiny("c3", detectors=["knn"])
+    method = build_method(classifier, config, "cpu")
+    method.use_prior(build_prior(classifier, data.test_x[:200], data.test_y[:200]))
+    assert method.controller is not None
+    features = torch.randn(4, 128) * 10  # far outside: every hinge positive
+    labels = torch.tensor([0, 1, 2, 3])
+    confident = torch.ones(4)
+
+    def pull() -> float:
+        out, _ = method._with_prior(
+            torch.zeros(()), {}, features, labels, [], {"knn": 1.0}, confident
+        )
+        return float(out)
+
+    before = pull()
+    method.controller.prior_gain[2] = 3.0
+    hinge = method.prior.knn(features)  # type: ignore[union-attr]
+    assert pull() == pytest.approx(before + 2.0 * float(hinge[2]) / 4, rel=1e-5)
+    rejected = method.prior.rejected(features, labels, ["knn"])  # type: ignore[union-attr]
+    assert rejected is not None and bool(rejected.all())
+    assert method.prior.rejected(features, labels, ["batch_stats"]) is None  # type: ignore[union-attr]
+    report = method.probe()
+    assert len(report.prior_gain) == len(report.classes) == 10
+
+
+def test_a_stop_is_confirmed_on_more_fresh_probes_than_a_check_draws() -> None:
+    settings = ControlSettings()
+    assert settings.confirm_for(10) == CONFIRM_EVIDENCE > settings.probes_for(10)
+    assert settings.confirm_for(100) == CONFIRM_EVIDENCE > settings.probes_for(100)
+    assert ControlSettings(probe_per_class=200).confirm_for(10) == 200
+    control = ClassController(K, ControlSettings())
+    good = (LABELS, _diverse(LABELS), _confident_logits(LABELS))
+    control.observe(50, *good)
+    assert control.observe(100, *good).targets_met
+    fresh = torch.arange(K).repeat_interleave(CONFIRM_EVIDENCE)
+    right = torch.ones(len(fresh), dtype=torch.bool)
+    right[(fresh == 1).nonzero()[:2]] = False  # 2 misses in 48 + 96: over 1%
+    report = control.confirm(fresh, _diverse(fresh, seed=3), _confident_logits(fresh, right))
+    assert not report.finished
+
+
+def test_the_method_confirms_with_the_larger_fresh_batch(classifier: LoadedClassifier) -> None:
+    method = build_method(classifier, InversionConfig.tiny("c3", check_every=1), "cpu")
+    assert method.controller is not None
+    seen: list[int] = []
+    confirm = method.controller.confirm
+
+    def spy(labels: torch.Tensor, images: torch.Tensor, logits: torch.Tensor) -> Any:
+        seen.append(len(labels))
+        return confirm(labels, images, logits)
+
+    method.controller.confirm = spy  # type: ignore[method-assign]
+    method.controller.candidate = True
+    method.controller.observe = lambda *a, **k: method.controller.last_report  # type: ignore
+    with pytest.raises(RuntimeError):  # no check yet: nothing to confirm, but the size is set
+        method.probe()
+    assert seen == [10 * CONFIRM_EVIDENCE]
+
+
+def test_among_many_classes_the_confirmation_tolerates_one_more_stray_miss() -> None:
+    many = 40
+    labels = torch.arange(many).repeat_interleave(48)
+    fresh = torch.arange(many).repeat_interleave(CONFIRM_EVIDENCE)
+
+    def confirmed(misses: int) -> bool:
+        control = ClassController(many, ControlSettings())
+        logits = torch.full((len(labels), many), -20.0)
+        logits[torch.arange(len(labels)), labels] = 20.0
+        control.observe(50, labels, torch.rand(len(labels), *PIXELS), logits)
+        assert control.observe(100, labels, torch.rand(len(labels), *PIXELS), logits).targets_met
+        fresh_logits = torch.full((len(fresh), many), -20.0)
+        right = torch.ones(len(fresh), dtype=torch.bool)
+        right[(fresh == 7).nonzero()[:misses]] = False
+        fresh_logits[torch.arange(len(fresh)), fresh] = torch.where(right, 20.0, -20.0)
+        report = control.confirm(fresh, torch.rand(len(fresh), *PIXELS), fresh_logits)
+        return report.finished
+
+    assert MANY_CLASSES < many
+    assert confirmed(2)  # 2 misses in 48 + 96: one more than 1% of them, tolerated here
+    assert not confirmed(3)
