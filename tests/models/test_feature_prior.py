@@ -55,14 +55,18 @@ def test_real_inputs_sit_mostly_inside_the_prior_and_noise_outside(
     assert noise_m.mean() > 10 * real_m.mean()
     assert noise_k.mean() > 3 * real_k.mean()
     # what the closed loop watches: a detector at 95% TPR rejects about 5% of real inputs
-    # each (7% here: per-class quantiles of 20), at most about 10% for either; noise all
+    # each of those it was built on (k-NN a few fewer: the bank holds each of them itself), at
+    # most 10% for either; noise all
     for name in ("mahalanobis", "knn"):
         rejected = prior.rejected(real_features, y, [name])
-        assert rejected is not None and float(rejected.float().mean()) <= 0.08
+        assert rejected is not None
+        assert 0.02 <= float(rejected.float().mean()) <= 0.06
     either = prior.rejected(real_features, y, ["mahalanobis", "knn"])
-    assert either is not None and 0.04 <= float(either.float().mean()) <= 0.13
+    assert either is not None
+    assert 0.05 <= float(either.float().mean()) <= 0.10
     noise = prior.rejected(noise_features, y[:64], ["mahalanobis", "knn"])
-    assert noise is not None and float(noise.float().mean()) > 0.9
+    assert noise is not None
+    assert float(noise.float().mean()) > 0.9
 
 
 def test_the_prior_terms_pull_the_generator(

@@ -691,7 +691,8 @@ def test_report_json(api: TestClient, stores: Stores, done: JobRecord) -> None:
     assert body["settings"]["samples_per_class"] == 10
     effective = body["effective"]  # defaults filled in where the request left them open
     assert effective == done.params.config("c3").model_dump(mode="json")
-    assert effective["recipe"] == "adaptive" and effective["batch_size"] == 64
+    assert effective["recipe"] == "adaptive"
+    assert effective["batch_size"] == 64
     assert effective["loss_weights"]["kl"] > 0
     assert done.metrics is not None
     assert body["metrics"]["overall"] == done.metrics.model_dump(mode="json")
