@@ -106,13 +106,13 @@ CONFIRM_EVIDENCE = 96  # fresh probes per class that confirm a stop (at least a 
 MANY_CLASSES = 32  # beyond this many classes the confirmation tolerates one more miss per
 # class: with 100 classes at 0.3% misses (each delivers >= 97% of 100 in 99.97% of draws)
 # some class shows 2 in its 108 probes 98.6% of the time, 3 only 36%
-PRIOR_REJECTED = 0.3  # detector-aware c3: an aimed detector (at 95% TPR) may reject this share
+PRIOR_REJECTED = 0.5  # detector-aware c3: an aimed detector (at 95% TPR) may reject this share
 # of a class's probes (the target: it accepts >= 50%); beyond it, and while the class keeps
 # its confidence, the class's prior gain rises ×PRIOR_UP (to PRIOR_MAX); while it lags,
 # ×PRIOR_DOWN
 PRIOR_UP, PRIOR_DOWN = 1.5, 0.7
-PRIOR_MIN, PRIOR_MAX = 1.0, 5.0  # never under the job's own weight: early on every class lags
-PRIOR_PATIENCE = 6  # checks the prior may hold back a stop the confidence targets allow
+PRIOR_MIN, PRIOR_MAX = 1.0, 3.0  # never under the job's own weight: early on every class lags
+PRIOR_PATIENCE = 4  # checks the prior may hold back a stop the confidence targets allow
 COLLAPSE_SHARE = 0.8  # a class is collapsed (blocks the stop) under this × the floor; under
 # the floor itself it is only "low" (its spread target rises), and the stop also needs the
 # mean over classes at or above the floor
