@@ -355,7 +355,8 @@ def test_audit_in_the_browser(service: Service, browser: Any, tmp_path: Path) ->
         page.wait_for_selector("#resume-form")
         if _ == 0:
             page.click("#resume-form button[type=submit]")
-            page.wait_for_selector('.job-head[data-state="running"]', timeout=60_000)
+            # the resumed job queues behind whatever the worker runs (a full run saw > 60 s)
+            page.wait_for_selector('.job-head[data-state="running"]', timeout=180_000)
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#delete-form button[type=submit]")
     page.wait_for_url(f"{service.url}/dashboard/jobs?deleted={long_job}")
