@@ -16,18 +16,6 @@ from models.contracts.inversion import InversionConfig
 from models.feature_prior import split_reference
 from models.ood import evasion
 from models.scoring import classifier_outputs
-from tests import factories
-
-
-@pytest.fixture(scope="module")
-def classifier() -> LoadedClassifier:
-    return factories.loaded("mlp", (1, 28, 28))
-
-
-@pytest.fixture(scope="module")
-def real() -> tuple[torch.Tensor, torch.Tensor]:
-    data = factories.digits((1, 28, 28))
-    return data.test_x[:200], data.test_y[:200]
 
 
 def run(classifier: LoadedClassifier, reference: Reference | None, **config: object) -> AuditResult:

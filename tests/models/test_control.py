@@ -38,11 +38,6 @@ K = 4
 PIXELS = (1, 8, 8)
 
 
-@pytest.fixture(scope="module")
-def classifier() -> LoadedClassifier:
-    return factories.loaded("mlp", (1, 28, 28))
-
-
 def _confident_logits(labels: torch.Tensor, right: torch.Tensor | None = None) -> torch.Tensor:
     """Logits with p_y ≈ 1 where `right` (default: everywhere), else the mass elsewhere."""
     logits = torch.zeros(len(labels), K)

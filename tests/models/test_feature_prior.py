@@ -15,17 +15,6 @@ from models.training import InversionFailed, load_state, train
 from tests import factories
 
 
-@pytest.fixture(scope="module")
-def classifier() -> LoadedClassifier:
-    return factories.loaded("mlp", (1, 28, 28))
-
-
-@pytest.fixture(scope="module")
-def real() -> tuple[torch.Tensor, torch.Tensor]:
-    data = factories.digits((1, 28, 28))
-    return data.test_x[:200], data.test_y[:200]
-
-
 def test_the_reference_halves_are_disjoint_whole_and_seeded() -> None:
     generator_half, evaluation_half = split_reference(101, seed=3)
     assert len(generator_half) == 50

@@ -27,11 +27,6 @@ from models.training import StepReport, load_state, save_state, train
 from tests import factories
 
 
-@pytest.fixture(scope="module")
-def classifier() -> LoadedClassifier:
-    return factories.loaded("mlp", (1, 28, 28))
-
-
 def _weights(clf: LoadedClassifier) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in clf.state_dict().items()}
 

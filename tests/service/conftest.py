@@ -10,10 +10,12 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.auth import create_key
+from service.records import ClassifierRecord
 from service.settings import ServiceSettings
-from service.storage import JobStore, open_stores
+from service.storage import JobStore, Stores, open_stores
 from service.storage.redis_jobs import RedisJobStore
 from service.storage.sqlite_jobs import SqliteJobStore
+from tests.records import seed_classifier
 
 
 @pytest.fixture
@@ -21,6 +23,22 @@ def api(c3_env: dict[str, str]) -> Iterator[TestClient]:
     """Embedded default, loopback client: the keyless local tenant."""
     with TestClient(create_app(ServiceSettings()), client=("127.0.0.1", 50000)) as client:
         yield client
+
+
+@pytest.fixture
+def stores(api: TestClient) -> Iterator[Stores]:
+    """The app's data folder, opened a second time to seed records as a worker would."""
+    opened = open_stores(ServiceSettings())
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def classifier(stores: Stores) -> ClassifierRecord:
+    """A classifier record in the app's stores (no upload: `tests.records`)."""
+    return seed_classifier(stores)
 
 
 def make_key(tenant: str) -> str:

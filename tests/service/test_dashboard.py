@@ -7,7 +7,6 @@ import html as html_lib
 import io
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,19 +26,6 @@ from tests.service.conftest import auth, make_key
 from tests.service.test_uploads import problem
 
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
-
-
-@pytest.fixture
-def stores(api: TestClient) -> Iterator[Stores]:
-    """The app's data folder, opened a second time to seed records as a worker would."""
-    opened = open_stores(ServiceSettings())
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def classifier(stores: Stores) -> ClassifierRecord:
-    return seed_classifier(stores)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -21,19 +20,10 @@ from service.read_cache import ReadCache
 from service.records import JobRecord, JobState
 from service.sample_table import SampleTable
 from service.settings import ServiceSettings
-from service.storage import Stores, keys, open_stores
+from service.storage import Stores, keys
 from service.storage.keys import JobFile
 from tests import records
 from tests.service.test_uploads import problem
-
-
-@pytest.fixture
-def stores(api: TestClient) -> Iterator[Stores]:
-    opened = open_stores(ServiceSettings())
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def stored(stores: Stores, job: JobRecord, name: ArtifactName | JobFile) -> bytes:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import html as html_lib
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,9 +15,8 @@ from fastapi.testclient import TestClient
 from models.contracts.artifacts import ArtifactName, AuditFigures, InversionMetrics
 from service.client import calls
 from service.records import ClassifierRecord, DatasetRecord, JobRecord, JobState
-from service.settings import ServiceSettings
 from service.side_by_side import baseline_request
-from service.storage import Stores, keys, open_stores
+from service.storage import Stores, keys
 from tests.records import classifier_record, dataset_record, job_record, seed_classifier, seed_job
 from tests.service.test_dashboard import form_post, page
 from tests.service.test_uploads import problem
@@ -26,18 +24,6 @@ from tests.service.test_uploads import problem
 AIMED = ["mahalanobis", "knn"]
 AWARE = {"mahalanobis": 0.88, "knn": 0.91}  # accepted shares on the evaluation half
 PLAIN = {"mahalanobis": 0.02, "knn": 0.015}
-
-
-@pytest.fixture
-def stores(api: TestClient) -> Iterator[Stores]:
-    opened = open_stores(ServiceSettings())
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def classifier(stores: Stores) -> ClassifierRecord:
-    return seed_classifier(stores)
 
 
 @pytest.fixture
