@@ -460,7 +460,9 @@ def _normalised(member: Member, model: nn.Module) -> nn.Module:
 def prepare(member: Member, *, seed: int = 0, route: str = "dynamo") -> Prepared:
     """Train (or load from the cache), export and load `member` as it would be uploaded.
 
-    `route` picks which ONNX export the inversion runs on: "dynamo" or "legacy".
+    `route` picks which ONNX export the inversion runs on: "dynamo" or "legacy"; "torch" runs
+    the torch module itself (its BatchNorm layers kept, as a safetensors upload of a registered
+    architecture keeps them: an ONNX export folds them into the convolutions).
     """
     data = member.data()
     names = data.class_names
@@ -530,7 +532,7 @@ def prepare(member: Member, *, seed: int = 0, route: str = "dynamo") -> Prepared
         chosen = LoadedClassifier(
             _normalised(member, model), member.shape, names, (member.mean,), (member.std,)
         )
-        used = f"torch (onnx {route} refused)"
+        used = "torch" if route == "torch" else f"torch (onnx {route} refused)"
     with torch.no_grad():
         accuracy = float((chosen(data.test_x).argmax(1) == data.test_y).float().mean())
     return Prepared(member, data, chosen, accuracy, train_seconds, cached, used, exports)

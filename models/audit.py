@@ -305,18 +305,20 @@ def _rows(labels: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | No
 
 def _detector_halves(method: InversionMethod, reference: Reference | None) -> torch.Tensor | None:
     """Detector-aware c3: give `method` its prior from the generator half of the reference set
-    (or from the classifier alone without one) and return the evaluation half's indices."""
+    and return the evaluation half's indices; or from the classifier alone (without a
+    reference set, or when `prior_source` asks for it) and return None."""
     if not method.config.detectors:
         return None
-    if reference is None:
+    if reference is None or method.config.prior_source == "classifier":
         prior = build_prior(method.classifier, quantile=method.config.prior_quantile)
         if not prior.terms:
             raise InversionFailed(
-                "detector-aware c3 needs a reference set (dataset_id) for this classifier: it "
-                "has no BatchNorm statistics to stand in for real features"
+                "detector-aware c3 needs a reference set (dataset_id, with prior_source "
+                "reference) for this classifier: it has no BatchNorm statistics to stand in "
+                "for real features"
             )
         method.use_prior(prior)
-        return None
+        return None  # the reference set, if any, only scores: on the usual evaluation half
     generator_half, evaluation_half = split_reference(len(reference.x))  # one split per set
     method.use_prior(
         build_prior(

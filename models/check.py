@@ -57,6 +57,7 @@ class ModelCheck:
     feature_dim: int | None = None
     param_count: int | None = None
     latency_ms_per_image: float | None = None
+    batch_norm_layers: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +101,7 @@ def _check(data: bytes, input_shape: Sequence[int] | None, result: ModelCheck) -
     result.feature_dim = report.feature_dim
     result.param_count = report.param_count
     result.latency_ms_per_image = report.forward_latency_ms
+    result.batch_norm_layers = report.batch_norm_layers
     result.accepted = True
 
 
@@ -163,4 +165,12 @@ def format_check(name: str, check: ModelCheck) -> str:
         row("parameters", f"{check.param_count:,}")
     if check.latency_ms_per_image is not None:
         row("latency", f"{check.latency_ms_per_image:.2f} ms per image (one forward pass)")
+    if check.batch_norm_layers is not None:
+        row("BatchNorm", _data_free_prior(check.batch_norm_layers))
     return "\n".join(lines)
+
+
+def _data_free_prior(layers: int) -> str:
+    if layers:
+        return f"{layers} layers with running statistics: detector-aware c3 runs without data"
+    return "none with running statistics: detector-aware c3 needs a reference set"

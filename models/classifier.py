@@ -85,10 +85,39 @@ class LoadedClassifier(nn.Module):
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[0, 1] images (n, c, h, w) → (logits (n, K), features (n, d))."""
-        z = self.normalise(x)
+        logits, features = self._logits_and_raw_features(self.normalise(x))
+        return logits, features.flatten(1)
+
+    def batch_norms(self) -> list[nn.Module]:
+        """The BatchNorm layers with running statistics: DeepInversion's data-free prior for
+        detector-aware c3. An ONNX export has none: it folds them into its convolutions."""
+        return [
+            m
+            for m in self.model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+        ]
+
+    def class_directions(self) -> torch.Tensor | None:
+        """(K, d): ∂logit_k / ∂features, the rows of the last layer's weights (the head after
+        the features is that one affine layer): data-free class prototypes (issue 15). None
+        when the classifier has no feature layer before its logits."""
+        probe = torch.full((1, *self.input_shape), 0.5, device=self.device, requires_grad=True)
+        with torch.enable_grad():
+            logits, features = self._logits_and_raw_features(self.normalise(probe))
+            if features is logits or not features.requires_grad:
+                return None
+            rows = [
+                torch.autograd.grad(logits[0, k], features, retain_graph=True)[0].flatten()
+                for k in range(self.num_classes)
+            ]
+        return torch.stack(rows)
+
+    def _logits_and_raw_features(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images → (logits, the features as the graph holds them, unflattened:
+        the tensor the logits were computed from)."""
         if self._wraps_features():
             logits, features = self.model.forward_with_features(z)  # type: ignore[operator]
-            return logits, features.flatten(1)
+            return logits, features
         if self._hook is None:
             logits = self.model(z)
             return logits, logits
@@ -99,7 +128,7 @@ class LoadedClassifier(nn.Module):
             self._capturing = False
         features = self._captured if self._captured is not None else logits
         self._captured = None
-        return logits, features.flatten(1)
+        return logits, features
 
     def _wraps_features(self) -> bool:
         return hasattr(self.model, "forward_with_features")

@@ -210,6 +210,7 @@ class ProbeReport:
     passes: int  # consecutive checks with targets_met
     finished: bool
     prior_rejected: tuple[float, ...] = ()  # detector-aware: share an aimed detector rejects
+    # (1 for every class of a data-free prior: nothing to score the probes against)
     prior_gain: tuple[float, ...] = ()  # ... and g_k after this check (empty without a prior)
 
     def to_dict(self) -> dict[str, Any]:

@@ -114,8 +114,17 @@ class FeaturePrior:
     ) -> torch.Tensor | None:
         """Per sample (n,): at least one of `detectors` ("mahalanobis", "knn"; others ignored)
         would reject it at 95% TPR, scored as the evasion table scores it (Mahalanobis: the
-        distance to the nearest class mean, whatever the label); None when none of them is a
-        feature detector."""
+        distance to the nearest class mean, whatever the label); None when no term of the
+        prior is named.
+
+        A data-free prior has nothing to score the probes against: every probe counts as
+        rejected, so the closed loop pulls each class as hard as its confidence allows (a
+        fixed weight fit neither resnet, which needed 0.1, nor gelu-bn-cnn, which lost its
+        confidence there)."""
+        if self.means is None:
+            if "batch_stats" not in detectors or not self.batch_norms:
+                return None
+            return torch.ones(len(features), dtype=torch.bool, device=features.device)
         out = []
         for name in detectors:
             if name == "mahalanobis" and self.means is not None and self.precision is not None:
@@ -137,7 +146,7 @@ class FeaturePrior:
             dims = [0, *range(2, x.dim())]
             mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
             running_mean, running_var = module.running_mean, module.running_var
-            assert isinstance(running_mean, torch.Tensor)  # _batch_norms keeps only these
+            assert isinstance(running_mean, torch.Tensor)  # batch_norms() keeps only these
             assert isinstance(running_var, torch.Tensor)
             losses.append(
                 torch.linalg.vector_norm(mean - running_mean)
@@ -154,14 +163,6 @@ class FeaturePrior:
                 handle.remove()
 
 
-def _batch_norms(classifier: LoadedClassifier) -> list[nn.Module]:
-    return [
-        m
-        for m in classifier.model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
-    ]
-
-
 @torch.no_grad()
 def build_prior(
     classifier: LoadedClassifier,
@@ -173,7 +174,7 @@ def build_prior(
 ) -> FeaturePrior:
     """The prior of `classifier` from real [0, 1] images `real_x` (n, C, H, W) of the
     generator half, labelled `real_y` (n,) or by the classifier's own predictions."""
-    norms = _batch_norms(classifier)
+    norms = classifier.batch_norms()
     if real_x is None or len(real_x) < 2:
         return FeaturePrior(None, None, None, None, 1.0, norms)
     device = classifier.device

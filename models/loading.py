@@ -352,6 +352,7 @@ class ClassifierReport:
     forward_latency_ms: float  # one forward pass of a single image (median of 3)
     feature_layer: str  # where the diversity losses read features
     feature_dim: int
+    batch_norm_layers: int  # with running statistics: a data-free prior (issue 15)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -360,6 +361,7 @@ class ClassifierReport:
             "forward_latency_ms": self.forward_latency_ms,
             "feature_layer": self.feature_layer,
             "feature_dim": self.feature_dim,
+            "batch_norm_layers": self.batch_norm_layers,
         }
 
 
@@ -423,6 +425,7 @@ def check_classifier(clf: LoadedClassifier, seed: int = 0) -> ClassifierReport:
         forward_latency_ms=round(sorted(timings)[1], 3),
         feature_layer=clf.feature_layer,
         feature_dim=int(features.flatten(1).shape[1]),
+        batch_norm_layers=len(clf.batch_norms()),
     )
 
 

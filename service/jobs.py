@@ -130,6 +130,29 @@ def _check_memory(
     )  # fmt: skip
 
 
+def _check_prior(
+    params: JobParams, classifier: ClassifierRecord, dataset: DatasetRecord | None
+) -> None:
+    """Detector-aware c3 without real features needs the classifier's BatchNorm statistics:
+    say so now rather than fail the job in the worker."""
+    data_free = dataset is None or params.prior_source == "classifier"
+    if not params.detectors or not data_free or classifier.batch_norm_layers != 0:
+        return  # None: validated before the count was kept; the worker says it if need be
+    if dataset is None:
+        raise InvalidField(
+            "detector-aware c3 needs a reference set for this classifier: it has no BatchNorm "
+            "layers with running statistics to stand in for real features (an ONNX export "
+            "folds them into its convolutions); upload one and pass its id",
+            field="dataset_id",
+        )
+    raise InvalidField(
+        "prior_source classifier: this classifier has no BatchNorm layers with running "
+        "statistics to build the prior from (an ONNX export folds them into its "
+        "convolutions); leave prior_source out to use the reference set",
+        field="prior_source",
+    )
+
+
 def _seed(seed: int | None) -> int:
     return seed if seed is not None else secrets.randbelow(2**31)
 
@@ -167,6 +190,7 @@ def new_job(
         body.model_dump(include=set(JobParams.model_fields))
         | {"classes": classes, "seed": _seed(body.seed)}
     )
+    _check_prior(params, classifier, dataset)
     _check_memory(settings, classifier, params.config(body.method), params, dataset)
     return JobRecord(
         id=new_id("job"),

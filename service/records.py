@@ -226,6 +226,8 @@ class ClassifierRecord(ClassifierBase, Upload):
     param_count: int | None = None
     forward_latency_ms: float | None = None
     cost: CostProfile | None = None  # measured by the validation (jobs are checked against it)
+    batch_norm_layers: int | None = None  # with running statistics: detector-aware c3's
+    # data-free prior; 0: such a job needs a reference set (None: validated before this field)
 
 
 DatasetFormat = Literal["npz", "png-zip"]

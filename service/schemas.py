@@ -105,6 +105,11 @@ class _UploadPublic(BaseModel):
 class ClassifierPublic(ClassifierBase, _UploadPublic):
     param_count: int | None = None
     forward_latency_ms: float | None = None
+    batch_norm_layers: int | None = Field(
+        None,
+        description="BatchNorm layers with running statistics: detector-aware c3 can build its "
+        "prior from them without a reference set (an ONNX export folds them away: 0).",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -182,7 +182,7 @@ def pick_baseline(
 def baseline_request(job: JobRecord) -> InversionCreate:
     """The request that starts plain c3 with `job`'s settings (classes, seed, steps, recipe,
     the weights the user set): without `detectors`, and without the prior's weights."""
-    params = job.params.model_dump(exclude={"detectors"})
+    params = job.params.model_dump(exclude={"detectors", "prior_source"})
     weights = {k: v for k, v in (params.pop("loss_weights") or {}).items() if k not in PRIOR_TERMS}
     return InversionCreate.model_validate(
         params

@@ -38,6 +38,7 @@ def check_classifier_upload(
         raise Rejected(str(exc)) from exc
     return {
         "param_count": int(report.param_count),
+        "batch_norm_layers": int(report.batch_norm_layers),
         "forward_latency_ms": float(report.forward_latency_ms),
         "cost": cost.model_dump(),
     }

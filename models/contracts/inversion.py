@@ -16,7 +16,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_serializer,
+    field_validator,
     model_validator,
 )
 
@@ -56,6 +58,11 @@ RECIPES: tuple[Recipe, ...] = get_args(Recipe)
 Detector = Literal["mahalanobis", "knn"]
 """The report's feature-space detectors that detector-aware c3 can aim at (issue 15)."""
 DETECTORS: tuple[Detector, ...] = get_args(Detector)
+
+PriorSource = Literal["reference", "classifier"]
+"""Where detector-aware c3's prior comes from: half of the job's reference set (its real
+features), or the classifier alone (BatchNorm running statistics), as an attacker without the
+team's data would have it; the reference set then only scores."""
 
 DETECTOR_WEIGHTS: dict[str, dict[str, float]] = {
     # each detector named in `detectors` turns on its prior's terms at these weights (unless
@@ -204,6 +211,7 @@ class InversionConfig(BaseModel):
     detectors: tuple[Detector, ...] = ()  # feature-space detectors to evade (c3 only)
     prior_quantile: float = Field(0.8, gt=0.0, lt=1.0)  # the prior's radius keeps this share
     # of real inputs: counterfeits are pulled inside it, below the detectors' 95% threshold
+    prior_source: PriorSource = "reference"  # "classifier": data-free, even given a reference
 
     @property
     def targets(self) -> Targets:
@@ -256,6 +264,8 @@ class InversionConfig(BaseModel):
     def _pairs(self) -> InversionConfig:
         if self.detectors and self.method != "c3":
             raise ValueError("detectors: only c3 is detector-aware")
+        if self.prior_source != "reference" and not self.detectors:
+            raise ValueError(_PRIOR_NEEDS_DETECTORS)
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError("betas must be two numbers in [0, 1)")
         start, end = self.diversity_fade
@@ -352,6 +362,21 @@ class InversionParams(BaseModel):
         "the evasion table is computed on the other half.",
     )
 
+    prior_source: PriorSource | None = Field(
+        None,
+        description="Detector-aware c3: `reference` (default: the prior's statistics from half "
+        "of the reference set) or `classifier` (from the classifier alone, as an attacker "
+        "without your data would: BatchNorm running statistics; the reference set only scores).",
+    )
+
+    @field_validator("prior_source")
+    @classmethod
+    def _prior_needs_detectors(cls, source: str | None, info: ValidationInfo) -> str | None:
+        """`detectors` comes first, so it is known here."""
+        if source not in (None, "reference") and not info.data.get("detectors"):
+            raise ValueError(_PRIOR_NEEDS_DETECTORS)
+        return source
+
     @field_serializer("loss_weights")
     def _given_weights_only(self, weights: LossWeights | None) -> dict[str, float] | None:
         """Only the weights a user set, so that the method's preset fills the rest later."""
@@ -373,5 +398,10 @@ class InversionParams(BaseModel):
 
 
 _CONFIG_CHOICES = ("recipe", "target_confident_share", "target_class_confident_share",
-                   "target_argmax_share", "diversity_floor", "detectors")  # fmt: skip
+                   "target_argmax_share", "diversity_floor", "detectors",
+                   "prior_source")  # fmt: skip
 """The choices that pass to `InversionConfig` under the same name when given."""
+_PRIOR_NEEDS_DETECTORS = (
+    "prior_source: only detector-aware c3 builds a prior; name the detectors to evade "
+    "(detectors) or leave prior_source out"
+)

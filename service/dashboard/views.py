@@ -71,6 +71,8 @@ def inversion_from_form(form: dict[str, str]) -> InversionCreate:
     detectors = [d for d in DETECTORS if form.get(f"detect_{d}") in ("on", "true", "1")]
     if detectors:
         fields["detectors"] = detectors
+    if form.get("data_free") in ("on", "true", "1"):
+        fields["prior_source"] = "classifier"
     return parse_form(InversionCreate, fields)
 
 

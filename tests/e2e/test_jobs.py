@@ -38,6 +38,7 @@ def test_upload_is_validated_in_the_worker(service: Service, finished: dict[str,
     assert classifier["status"] == "ready"
     assert classifier["param_count"] > 0
     assert classifier["forward_latency_ms"] > 0
+    assert classifier["batch_norm_layers"] == 0  # the MLP has none: no data-free prior
     canonical = service.request("GET", f"/classifiers/{classifier['id']}/file")
     assert canonical.status_code == 200
     loaded = load_classifier(canonical.content, factories.spec("safetensors", SHAPE, 10, ARCH))

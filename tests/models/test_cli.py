@@ -233,6 +233,7 @@ def test_check_reports_an_accepted_export(
     assert "batch       the graph takes any batch size" in report
     assert "classes     10 logits" in report
     assert "parameters  26,698" in report
+    assert "BatchNorm   none with running statistics: detector-aware c3 needs a reference" in report
     assert "ms per image" in report
 
 

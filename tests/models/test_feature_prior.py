@@ -111,6 +111,12 @@ def test_batchnorm_statistics_are_a_prior_without_real_data() -> None:
     # real batches match the statistics the classifier was trained on; others do not
     assert measured["grey"] > 3 * measured["real"]
     assert measured["noise"] > 2 * measured["real"]
+    # nothing to score probes against: all count as rejected, the closed loop pulls up to 3x
+    features = torch.randn(6, 64)
+    rejected = prior.rejected(features, torch.arange(6), ["batch_stats"])
+    assert rejected is not None
+    assert bool(rejected.all())
+    assert prior.rejected(features, torch.arange(6), ["knn"]) is None  # not this prior's term
 
 
 def test_detectors_turn_on_their_terms_unless_the_request_sets_them() -> None:
@@ -159,11 +165,47 @@ def test_the_evasion_table_never_sees_the_generators_half(
 
 
 def test_without_real_data_or_batchnorm_detector_aware_c3_says_what_it_needs(
-    classifier: LoadedClassifier,
+    classifier: LoadedClassifier, real: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     config = InversionConfig.tiny("c3", detectors=["knn"])
     with pytest.raises(InversionFailed, match="needs a reference set"):
         audit(classifier, config, samples_per_class=1, device="cpu")
+    data_free = InversionConfig.tiny("c3", detectors=["knn"], prior_source="classifier")
+    with pytest.raises(InversionFailed, match="with prior_source reference"):
+        audit(classifier, data_free, samples_per_class=1, reference=Reference(*real), device="cpu")
+
+
+def test_a_data_free_prior_ignores_the_reference_set_which_only_scores(
+    real: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    """prior_source "classifier": what an attacker without the team's data can do, scored on
+    the same evaluation half as every other job on that reference set."""
+    loaded = factories.loaded("resnet-small", (1, 28, 28))
+    config = InversionConfig.tiny("c3", recipe="paper", detectors=["mahalanobis"],
+                                  prior_source="classifier")  # fmt: skip
+    seen: set[str] = set()
+    hooks = AuditHooks(on_progress=lambda p: seen.update(p.losses), progress_every_s=0.0)
+    result = audit(
+        loaded, config, samples_per_class=2, reference=Reference(*real), hooks=hooks, device="cpu"
+    )
+    assert result.method.prior is not None
+    assert result.method.prior.means is None
+    assert "batch_stats" in seen
+    assert "mahalanobis" not in seen
+    held_out = result.figures.held_out_evasion
+    assert held_out is not None
+    assert held_out.reference_fit + held_out.reference_eval == len(split_reference(200)[1])
+    for wrong in ({"prior_source": "classifier"}, {"prior_source": "classifier", "detectors": []}):
+        with pytest.raises(ValidationError, match="only detector-aware c3 builds a prior"):
+            InversionParams.model_validate(wrong)
+        with pytest.raises(ValidationError, match="only detector-aware c3 builds a prior"):
+            InversionConfig.model_validate({"method": "c3", **wrong})
+    assert (
+        InversionParams.model_validate({"detectors": ["knn"], "prior_source": "classifier"})
+        .config("c3")
+        .prior_source
+        == "classifier"
+    )
 
 
 def test_a_resumed_detector_aware_run_rebuilds_its_prior_and_matches(

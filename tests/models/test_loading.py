@@ -87,8 +87,17 @@ def test_onnx_round_trip(make, shape: tuple[int, int, int], dynamo: bool) -> Non
     assert features.shape[0] == 4
     assert features.shape[1] != 5
 
+    # the data-free class prototypes: the head's weights, read through the graph by autograd
+    directions = classifier.class_directions()
+    assert directions is not None
+    with torch.no_grad():
+        logits, features = classifier.forward_with_features(torch.rand(16, *shape))
+    bias = (logits - features @ directions.T).mean(dim=0)
+    assert torch.allclose(features @ directions.T + bias, logits, atol=1e-4)
+
     report = check_classifier(classifier)
     assert report.num_classes == 5
+    assert report.batch_norm_layers == 0  # an export folds BatchNorm into its convolutions
     assert report.param_count > 0
     assert probe_input_shape(data, "onnx") == shape
     assert probe_num_classes(data, "onnx", shape) == 5
@@ -115,6 +124,8 @@ def test_safetensors_round_trip_for_every_architecture(architecture: str) -> Non
     x = torch.rand(2, *shape)
     with torch.no_grad():
         assert torch.allclose(classifier(x), model(x), atol=1e-5)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert check_classifier(classifier).batch_norm_layers == len(norms)  # the data-free prior
     assert check_classifier(classifier).feature_dim > 0
     assert canonical_bytes(data, spec) == canonical_bytes(canonical_bytes(data, spec), spec)
     assert probe_num_classes(data, "safetensors", shape, architecture) == 4
@@ -125,6 +136,18 @@ def test_trained_classifier_features_are_the_last_linear_input() -> None:
     assert classifier.feature_layer == "fc2"
     _, features = classifier.forward_with_features(torch.rand(3, 1, 28, 28))
     assert features.shape == (3, 128)
+    head = classifier.model.get_submodule("fc2")
+    assert isinstance(head, nn.Linear)
+    assert torch.equal(classifier.class_directions(), head.weight)  # type: ignore[arg-type]
+
+
+def test_a_classifier_without_a_feature_layer_has_no_class_directions() -> None:
+    """A graph of convolutions only: its logits are its features, no prototypes to read."""
+    model = nn.Sequential(nn.Conv2d(1, 3, 8), nn.Flatten()).eval()
+    classifier = load_classifier(
+        factories.onnx_bytes(model, (1, 8, 8), dynamo=False), factories.spec("onnx", (1, 8, 8), 3)
+    )
+    assert classifier.class_directions() is None
 
 
 # -- refused -----------------------------------------------------------------------------

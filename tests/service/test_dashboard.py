@@ -301,6 +301,13 @@ def test_start_form_starts_a_detector_aware_job(
     assert response.status_code == 303, response.text
     job = api.get(response.headers["location"].replace("/dashboard/jobs", "/inversions")).json()
     assert job["params"]["detectors"] == ["mahalanobis"]
+    assert job["params"]["prior_source"] is None
+    form = start_form(classifier.id, samples_per_class="2", detect_knn="on", data_free="on",
+                      idempotency_key="k2")  # fmt: skip
+    response = form_post(api, "/dashboard/jobs", form)
+    assert response.status_code == 303, response.text
+    job = api.get(response.headers["location"].replace("/dashboard/jobs", "/inversions")).json()
+    assert job["params"]["prior_source"] == "classifier"
 
 
 @pytest.mark.parametrize(
@@ -312,6 +319,7 @@ def test_start_form_starts_a_detector_aware_job(
         ({"w_cosine": "-1"}, "loss_weights.cosine"),
         ({"method": "gan"}, "method"),
         ({"method": "soft", "detect_knn": "on"}, "only c3 is detector-aware"),
+        ({"data_free": "on"}, "only detector-aware c3 builds a prior"),
     ],
 )
 def test_a_bad_start_form_names_the_field(
@@ -327,7 +335,7 @@ def test_a_bad_start_form_names_the_field(
     assert words in response.text
     assert stores.jobs.list(JobRecord).count == 0
     for key, value in fields.items():  # the form keeps what was typed and ticked
-        if key.startswith("detect_"):
+        if key.startswith("detect_") or key == "data_free":
             assert f'name="{key}" checked' in response.text
         else:
             assert f'value="{value}"' in response.text or value == "gan"

@@ -67,6 +67,8 @@ def start(api: TestClient, classifier: str, **body: Any) -> Any:
         ({"diversity_floor": -0.1}, "diversity_floor", "greater than or equal to 0"),
         ({"detectors": ["energy"]}, "detectors.0", "'mahalanobis' or 'knn'"),
         ({"method": "pixel", "detectors": ["knn"]}, "method", "only c3 is detector-aware"),
+        ({"prior_source": "classifier"}, "prior_source", "only detector-aware c3 builds a prior"),
+        ({"detectors": ["knn"], "prior_source": "nature"}, "prior_source", "'reference' or"),
     ],
 )
 def test_bad_requests_name_the_field(
@@ -75,6 +77,29 @@ def test_bad_requests_name_the_field(
     result = problem(start(api, classifier, **body), 422)
     assert result["field"] == field
     assert words in result["detail"]
+
+
+def test_detector_aware_c3_without_data_needs_batchnorm_statistics(api: TestClient) -> None:
+    """Said at submission, not by a failed job: the validation counted the BatchNorm layers."""
+    folded = seed(records.classifier_record(side=28, batch_norm_layers=0))  # e.g. ONNX
+    kept = seed(records.classifier_record(side=28, batch_norm_layers=7))
+    reference = dataset(UploadState.READY, (1, 28, 28))
+    aware = {"detectors": ["mahalanobis"], "steps": 10, "samples_per_class": 1}
+    body = problem(start(api, folded, **aware), 422)
+    assert body["field"] == "dataset_id"
+    assert "needs a reference set" in body["detail"]
+    body = problem(
+        start(api, folded, dataset_id=reference, prior_source="classifier", **aware), 422
+    )
+    assert body["field"] == "prior_source"
+    assert "no BatchNorm layers" in body["detail"]
+    assert start(api, folded, dataset_id=reference, **aware).status_code == 202
+    assert start(api, kept, **aware).status_code == 202
+    assert (
+        start(api, kept, dataset_id=reference, prior_source="classifier", **aware).status_code
+        == 202
+    )
+    assert api.get(f"/classifiers/{kept}").json()["batch_norm_layers"] == 7
 
 
 def test_classifier_and_dataset_must_be_ready_and_match(api: TestClient, classifier: str) -> None:

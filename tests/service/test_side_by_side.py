@@ -268,6 +268,7 @@ def test_the_baseline_request_is_the_jobs_settings_without_the_detectors() -> No
         job.params.model_dump()
         | {
             "detectors": AIMED,
+            "prior_source": "classifier",
             "recipe": "paper",
             "loss_weights": {"cosine": 0.2, "mahalanobis": 0.03, "batch_stats": 0.1},
         }
