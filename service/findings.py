@@ -132,19 +132,28 @@ def _detector_sentence(lights: tuple[DetectorLight, ...]) -> str:
     return "; ".join(parts)
 
 
-def _aimed_sentence(lights: tuple[DetectorLight, ...], aimed: Sequence[str]) -> str:
-    """What a detector-aware run (issue 15) says about the detectors it aimed at."""
+def _aimed_sentence(
+    lights: tuple[DetectorLight, ...], aimed: Sequence[str], data_free: bool = False
+) -> str:
+    """What a detector-aware run (issue 15) says about the detectors it aimed at; `data_free`:
+    its prior came from the classifier alone, and the whole reference set scored it."""
     targeted = [light for light in lights if light.name in aimed]
     names = _names(targeted) if targeted else " and ".join(aimed)
     beaten = [light for light in targeted if light.light != "green"]
     held = [light for light in targeted if light.light == "green"]
+    attacker = "who has the model but not your data" if data_free else "who knows it"
     verdict = (
-        f"the {_names(beaten)} would not protect the model from someone who knows it"
+        f"the {_names(beaten)} would not protect the model from someone {attacker}"
         if beaten
         else ""
     )
     if held:
         verdict += ("; " if verdict else "") + f"the {_names(held)} withstood the attack"
+    if data_free:
+        return (
+            f"These counterfeits were made to pass the {names} without your data (detector-aware "
+            f"c3, its prior from the classifier alone) and scored on the reference set: {verdict}."
+        )
     return (
         f"These counterfeits were made to pass the {names} (detector-aware c3) and scored on "
         f"the half of the reference set the generator never saw: {verdict}."
@@ -152,12 +161,12 @@ def _aimed_sentence(lights: tuple[DetectorLight, ...], aimed: Sequence[str]) -> 
 
 
 def side_by_side_sentence(
-    plain: EvasionTable, aware: EvasionTable, aimed: Sequence[str]
+    plain: EvasionTable, aware: EvasionTable, aimed: Sequence[str], data_free: bool = False
 ) -> str | None:
     """What a detector-aware run means for the detectors it `aimed` at, in one sentence: the
     share of plain and of detector-aware counterfeits each accepted (both tables on the same
-    evaluation half), and whether someone who knows the detector gets past it. None when
-    neither table has an aimed detector."""
+    evaluation half), and whether someone who knows the detector (`data_free`: who has the
+    model but not the data) gets past it. None when neither table has an aimed detector."""
     plain_by, aware_by = {d.name: d for d in plain.detectors}, {d.name: d for d in aware.detectors}
     pairs = [(plain_by[n], aware_by[n]) for n in aimed if n in plain_by and n in aware_by]
     if not pairs:
@@ -188,7 +197,8 @@ def side_by_side_sentence(
     verdicts = []
     if groups["bypassed"]:
         subject, pronoun = who(groups["bypassed"])
-        verdicts.append(f"someone who knows {subject} can get past {pronoun}")
+        knows = "has your model but not your data" if data_free else f"knows {subject}"
+        verdicts.append(f"someone who {knows} can get past {pronoun}")
     if groups["weak"]:
         subject, _ = who(groups["weak"])
         verb = "was" if len(groups["weak"]) == 1 else "were"
@@ -207,10 +217,11 @@ def findings(
     *,
     method: str = "c3",
     detectors: Sequence[str] = (),
+    data_free: bool = False,
 ) -> Findings:
     """What the audit found: `overall` is metrics.json's overall figures, `ood` its evasion
     table (None without a reference set), `threshold` the p_y counted as confident,
-    `detectors` the ones a detector-aware run aimed at."""
+    `detectors` the ones a detector-aware run aimed at (`data_free`: without real data)."""
     count = overall.count or 0
     share = overall.confident_share or 0.0
     fooled = share >= FOOLED_SHARE
@@ -225,7 +236,7 @@ def findings(
         sentence = _detector_sentence(lights)
         sentences.append(sentence[0].upper() + sentence[1:] + ".")
         if detectors:
-            sentences.append(_aimed_sentence(lights, detectors))
+            sentences.append(_aimed_sentence(lights, detectors, data_free))
     advice: list[str] = []
     if fooled:
         advice.append(

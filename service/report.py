@@ -603,5 +603,6 @@ def report_context(stores: Stores, job: JobRecord, baseline: str | None = None) 
             metrics.confident_threshold,
             method=job.method,
             detectors=job.params.detectors or (),
+            data_free=job.params.prior_source == "classifier",
         ),
     }

@@ -245,7 +245,8 @@ def compare(
         )
         start = baseline_request(job)
     else:
-        sentence = side_by_side_sentence(plain_table, aware_table, aimed) or (
+        data_free = job.params.prior_source == "classifier"
+        sentence = side_by_side_sentence(plain_table, aware_table, aimed, data_free) or (
             "Neither job's evasion table has the detectors this job aimed at."
         )
     if baseline is not None:

@@ -277,6 +277,7 @@ def _job_page(
                 metrics.confident_threshold,
                 method=job.method,
                 detectors=job.params.detectors or (),
+                data_free=job.params.prior_source == "classifier",
             ),
             "shown_classes": shown,
             "classes_page": classes_page,

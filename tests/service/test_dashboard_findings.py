@@ -55,6 +55,13 @@ def test_a_detector_aware_run_says_which_detectors_it_beat() -> None:
         "who knows it; the k-NN feature-distance detector withstood the attack."
     )
     assert len(findings(FOOLED, table, 0.99).sentences) == 2  # a plain run says nothing of it
+    data_free = findings(FOOLED, table, 0.99, detectors=["mahalanobis"], data_free=True)
+    assert data_free.sentences[2] == (
+        "These counterfeits were made to pass the Mahalanobis detector without your data "
+        "(detector-aware c3, its prior from the classifier alone) and scored on the reference "
+        "set: the Mahalanobis detector would not protect the model from someone who has the "
+        "model but not your data."
+    )
 
 
 def test_side_by_side_one_sentence_says_what_it_means_for_the_teams_detector() -> None:
@@ -66,6 +73,11 @@ def test_side_by_side_one_sentence_says_what_it_means_for_the_teams_detector() -
     assert said(["mahalanobis"], mahalanobis=0.88, knn=0.9) == (
         "Your Mahalanobis detector accepted 2.0% of plain counterfeits and 88.0% of "
         "detector-aware ones: someone who knows the detector can get past it."
+    )
+    aware = evasion(max_softmax=1.0, mahalanobis=0.88, knn=0.9)
+    assert side_by_side_sentence(plain, aware, ["mahalanobis"], data_free=True) == (
+        "Your Mahalanobis detector accepted 2.0% of plain counterfeits and 88.0% of "
+        "detector-aware ones: someone who has your model but not your data can get past it."
     )
     assert said(["mahalanobis"], mahalanobis=0.05, knn=0.9) == (
         "Your Mahalanobis detector accepted 2.0% of plain counterfeits and 5.0% of "
