@@ -206,7 +206,9 @@ def test_an_api_killed_mid_burst_leaves_nothing_stuck_or_orphaned(
                 ]
                 for t in threads:
                     t.start()
-                time.sleep(0.4 + 0.3 * _round)
+                # early kills: every request that gets through is a job or a validation the
+                # worker must then finish (about a second each), and the point is the kill
+                time.sleep(0.3 + 0.1 * _round)
                 api.kill()
                 stop.set()
                 for t in threads:
