@@ -57,14 +57,16 @@ FLAGS = (  # short column names of the targets, in Verdict.checks order
 )
 
 
-def parse_method(text: str) -> tuple[str, dict[str, Any]]:
-    name, _, overrides = text.partition(":")
-    if name not in METHODS:
-        raise SystemExit(f"unknown method {name!r}: use {', '.join(METHODS)}")
-    config = dict(METHODS[name])
-    if overrides:
-        config.update(json.loads(overrides))
-    return text, config
+def parse_choices(text: str, table: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """`name` or `name:{"json": "overrides"}`, comma-separated, each of `table` → (label,
+    InversionConfig fields)."""
+    choices = []
+    for item in (c for c in re.split(r",(?![^{]*})", text) if c):
+        name, _, overrides = item.partition(":")
+        if name not in table:
+            raise SystemExit(f"unknown choice {name!r}: use {', '.join(table)}")
+        choices.append((item, {**table[name], **(json.loads(overrides) if overrides else {})}))
+    return choices
 
 
 def run_one(prepared: Prepared, label: str, fields: dict[str, Any], args: Any) -> dict[str, Any]:
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
     env = environment(args.threads, args.per_class, load_start)
     print(env, flush=True)
-    methods = [parse_method(m) for m in re.split(r",(?![^{]*})", args.methods) if m]
+    methods = parse_choices(args.methods, METHODS)
     rows: list[dict[str, Any]] = []
     members = [m for m in args.members.split(",") if m]
     print("\n## members\n")
