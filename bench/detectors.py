@@ -24,20 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.machine import describe  # noqa: E402
+from bench.machine import start_engine_bench  # noqa: E402
 from bench.zoo import parse_choices  # noqa: E402
 from bench.zoo_members import MEMBERS, Prepared, prepare  # noqa: E402
 from models.audit import InversionFailed, Reference, audit  # noqa: E402
@@ -128,10 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", default=None, help="write every row here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    torch.set_num_threads(args.threads)
-    print(describe("bench/detectors.py", args.threads), flush=True)
+    start_engine_bench("bench/detectors.py", args.threads)
     print(f"# {args.per_class} samples per class, seed {args.seed}\n\n{HEADER}", flush=True)
     variants = parse_choices(args.variants, VARIANTS)
     rows = []

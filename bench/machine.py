@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
+
+import torch
 
 
 def describe(name: str, threads: int) -> str:
@@ -12,6 +15,15 @@ def describe(name: str, threads: int) -> str:
         f"# {name}: {threads} torch thread(s) on {os.cpu_count()} CPUs ({platform.machine()}), "
         f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at start"
     )
+
+
+def start_engine_bench(name: str, threads: int) -> None:
+    """An engine benchmark's start: torch on `threads`, the exporters' chatter off, and the
+    line that says it."""
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    torch.set_num_threads(threads)
+    print(describe(name, threads), flush=True)
 
 
 def reset_peak_rss() -> None:

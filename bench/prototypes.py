@@ -27,7 +27,6 @@ are compared in feature space, and the detectors are fit on the evaluation half
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.machine import describe  # noqa: E402
+from bench.machine import start_engine_bench  # noqa: E402
 from bench.zoo_members import MEMBERS, prepare  # noqa: E402
 from models.audit import audit  # noqa: E402
 from models.classifier import LoadedClassifier  # noqa: E402
@@ -106,10 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    torch.set_num_threads(args.threads)
-    print(describe("bench/prototypes.py", args.threads), flush=True)
+    start_engine_bench("bench/prototypes.py", args.threads)
     print(f"# plain c3, {args.per_class} counterfeits per class, seed {args.seed}\n", flush=True)
     print(HEADER, flush=True)
     for name in (m for m in args.members.split(",") if m):
