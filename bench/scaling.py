@@ -31,7 +31,7 @@ from bench.machine import describe  # noqa: E402
 from bench.step import matmul_roof, step_flops, time_steps  # noqa: E402
 from models.architectures import build_architecture  # noqa: E402
 from models.classifier import LoadedClassifier  # noqa: E402
-from models.contracts.cost import estimate_job_memory  # noqa: E402
+from models.contracts.cost import DEFAULT_WIDTH, estimate_job_memory  # noqa: E402
 from models.contracts.inversion import InversionConfig  # noqa: E402
 from models.methods import GeneratorMethod, build_method  # noqa: E402
 from models.profiling import _LiveBytes, measure_cost  # noqa: E402
@@ -71,7 +71,8 @@ def row(shape: Shape, classes: int, batch: int, steps: int) -> dict[str, float]:
         torch.manual_seed(0)
         model = build_architecture("paper-cnn", shape, classes)
     classifier = LoadedClassifier(model, shape, names)
-    config = InversionConfig(batch_size=batch, check_every=10**5)
+    # the paper's generator width: the law's generator term (adaptive c3 may size it down)
+    config = InversionConfig(batch_size=batch, check_every=10**5, width=DEFAULT_WIDTH)
     method = build_method(classifier, config, "cpu")
     if not isinstance(method, GeneratorMethod):
         raise SystemExit("c3 trains a generator")
@@ -85,7 +86,7 @@ def row(shape: Shape, classes: int, batch: int, steps: int) -> dict[str, float]:
         classes,
         batch_size=batch,
         latent_dim=config.latent_dim,
-        width=config.width,
+        width=DEFAULT_WIDTH,
         sample_batch_size=config.sample_batch_size,
         trains_generator=True,
         profile=measure_cost(classifier, (batch // 4, batch // 2, batch)),

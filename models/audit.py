@@ -342,6 +342,8 @@ def _method(
             raise ValueError("give a config, or the state of a run to continue")
         return build_method(classifier, config, device)
     method = build_method_from_state(classifier, load_state(state, device or "cpu"), device)
+    if config is not None and config.width is None:  # the method resolved it (generator_width)
+        config = config.model_copy(update={"width": method.config.width})
     if config is not None and config != method.config:
         raise ValueError("the state was saved with another config than the one given")
     logger.info("%s continues from step %d", method.name, method.step_count)

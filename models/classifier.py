@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
 from models.device import to_channels_last
@@ -87,6 +88,16 @@ class LoadedClassifier(nn.Module):
         """[0, 1] images (n, c, h, w) → (logits (n, K), features (n, d))."""
         logits, features = self._logits_and_raw_features(self.normalise(x))
         return logits, features.flatten(1)
+
+    def forward_flops(self) -> int:
+        """FLOPs of one sample's forward pass (matrix products and convolutions, as torch's
+        FlopCounterMode counts them: 2 per multiply-add); sizes the generator
+        (`models.contracts.cost.classifier_sized_width`)."""
+        x = torch.zeros(2, *self.input_shape, device=self.device)
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            self(x)
+        return counter.get_total_flops() // 2
 
     def batch_norms(self) -> list[nn.Module]:
         """The BatchNorm layers with running statistics: DeepInversion's data-free prior for

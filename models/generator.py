@@ -8,7 +8,9 @@ K planes, all zeros except the plane of the label, all ones ("deeper conditionin
 label cannot be ignored). The number of up-convolutions adapts to the declared input shape so
 that the first feature map is about 5..8 pixels on its shorter side (28x28 → 7x7 base); the
 layer sizes come from `models.contracts.cost.generator_plan`, which the API's memory estimate
-uses too.
+uses too. Its width is the config's; the adaptive recipe leaves it open and sizes it to the
+classifier's FLOPs (`models.methods.generator_width`): half the paper's width for a classifier
+cheaper than that generator.
 
 Dropout masks come from a `torch.Generator` passed in by the caller, never the global RNG, so
 a run resumed from a checkpoint draws exactly the same masks as an uninterrupted one.

@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 from models.classifier import LoadedClassifier
 from models.contracts.artifacts import CONFIDENT
+from models.contracts.cost import DEFAULT_WIDTH, classifier_sized_width
 from models.contracts.inversion import METHODS as METHOD_NAMES
 from models.contracts.inversion import InversionConfig
 from models.control import (
@@ -505,6 +506,19 @@ class InversionMethod(abc.ABC):
         return total, named
 
 
+def generator_width(classifier: LoadedClassifier, config: InversionConfig) -> int:
+    """The generator's 28×28 width when the config leaves it open: sized to the classifier's
+    FLOPs under the adaptive recipe, the paper's generator (DEFAULT_WIDTH) otherwise."""
+    if not config.adaptive:
+        return DEFAULT_WIDTH
+    return classifier_sized_width(
+        classifier.input_shape,
+        classifier.num_classes,
+        config.latent_dim,
+        classifier.forward_flops(),
+    )
+
+
 class GeneratorMethod(InversionMethod):
     """A conditioned generator trained against the frozen classifier (c3, soft)."""
 
@@ -514,6 +528,8 @@ class GeneratorMethod(InversionMethod):
         config: InversionConfig,
         device: torch.device | str | None = None,
     ) -> None:
+        if config.width is None:  # resolved once, so the state's config names the width
+            config = config.model_copy(update={"width": generator_width(classifier, config)})
         super().__init__(classifier, config, device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -521,7 +537,7 @@ class GeneratorMethod(InversionMethod):
                 self.input_shape,
                 self.num_classes,
                 latent_dim=config.latent_dim,
-                width=config.width,
+                width=config.width or DEFAULT_WIDTH,
                 dropout=config.dropout,
             ).to(self.device)
             to_channels_last(self.generator)

@@ -10,7 +10,7 @@ import time
 
 from celery import Celery
 
-from models.contracts.cost import estimate_job_memory
+from models.contracts.cost import DEFAULT_WIDTH, estimate_job_memory
 from models.contracts.inversion import InversionConfig
 from service import logs, quotas, read_cache
 from service.background import publish_task
@@ -100,7 +100,7 @@ def _check_memory(
         classifier.num_classes,
         batch_size=config.batch_size,
         latent_dim=config.latent_dim,
-        width=config.width,
+        width=config.width or DEFAULT_WIDTH,  # the widest a sized generator gets
         sample_batch_size=config.sample_batch_size,
         trains_generator=config.method != "pixel",
         profile=classifier.cost,

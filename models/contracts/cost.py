@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 __all__ = [
+    "DEFAULT_WIDTH",
     "MAX_UPSAMPLINGS",
     "CostProfile",
     "GeneratorPlan",
@@ -30,6 +31,7 @@ MIN_BASE_SIDE = 5  # the generator's first feature map is at least this many pix
 MAX_UPSAMPLINGS = 4
 MAX_WIDTH = 256
 MIN_WIDTH = 4
+DEFAULT_WIDTH = 16  # the generator's width at 28×28 when nothing sizes it (the paper's recipe)
 REFERENCE_PIXELS = 28 * 28  # the generator's `width` is meant for this many pixels per image
 FLOAT = 4  # bytes
 SAMPLE_RECORD = 1200  # bytes a sample's record (target, verdict, top-5) takes in memory
@@ -55,6 +57,19 @@ class GeneratorPlan:
             c_in = w[level] + (k if level == self.inject_at else 0)
             count += c_in * w[level + 1] * 16 + 3 * w[level + 1]  # 4x4 kernel, bias, BatchNorm
         return count + w[-1] * self.channels * 9 + self.channels
+
+    def forward_flops(self) -> int:
+        """FLOPs of one sample's forward pass (2 per multiply-add, as torch's FlopCounterMode
+        counts them): the FC, the up-convolutions (each input pixel meets a 4×4 kernel per
+        output channel) and the last 3×3 convolution; the hot matrix's per-label maps, computed
+        once per label in a batch, are left out."""
+        w, h0, w0 = self.widths, self.base_h, self.base_w
+        flops = 2 * (self.latent_dim + self.num_classes) * w[0] * h0 * w0
+        pixels = h0 * w0
+        for level in range(self.steps):
+            flops += 2 * w[level] * pixels * w[level + 1] * 16
+            pixels *= 4
+        return flops + 2 * pixels * w[-1] * self.channels * 9
 
     def activation_floats(self) -> int:
         """Floats one sample keeps for the backward pass (each map stored a few times over:
@@ -99,6 +114,30 @@ def generator_plan(
     return GeneratorPlan(
         channels, steps, base_h, base_w, widths, min(1, steps - 1), latent_dim, num_classes
     )
+
+
+def classifier_sized_width(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    latent_dim: int,
+    classifier_flops: int,
+    width: int = DEFAULT_WIDTH,
+) -> int:
+    """The generator's 28×28 width for a classifier whose forward pass costs
+    `classifier_flops` per sample: the largest in [width / 2, width] whose generator's forward
+    pass costs no more than the classifier's.
+
+    Where the classifier is cheap (a small CNN or an MLP on 28×28: 0.5–2.5 MFLOP against the
+    generator's 7.4 at width 16) the generator is 80–95% of a step, and half its width (a
+    quarter of its FLOPs) met every target on the zoo in as many steps (docs/engine.md, row
+    21); where the classifier costs more, the generator is a small share of the step and
+    keeps its capacity."""
+    low = max(MIN_WIDTH, math.ceil(width / 2))
+    for candidate in range(width, low, -1):
+        plan = generator_plan(input_shape, num_classes, latent_dim, candidate)
+        if plan.forward_flops() <= classifier_flops:
+            return candidate
+    return low
 
 
 class CostProfile(BaseModel):

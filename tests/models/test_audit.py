@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from models.audit import AuditResult, Reference, audit
+from models.audit import AuditHooks, AuditResult, Reference, audit
 from models.classifier import LoadedClassifier
 from models.contracts.artifacts import ArtifactName, AuditFigures, EvasionTable
 from models.contracts.inversion import InversionConfig
@@ -91,3 +91,19 @@ def test_without_a_reference_set_there_is_no_held_out_table(classifier: LoadedCl
     figures = run(classifier, None).figures
     assert figures.ood is None
     assert figures.held_out_evasion is None
+
+
+def test_a_run_with_the_width_left_open_continues_from_its_checkpoint(
+    classifier: LoadedClassifier,
+) -> None:
+    """The worker resumes with the job's config, whose width is open; the state names the
+    width the method resolved from the classifier."""
+    config = InversionConfig.tiny("c3", steps=6).model_copy(update={"width": None})
+    saved: list[bytes] = []
+    hooks = AuditHooks(on_checkpoint=lambda state, _step: saved.append(state), checkpoint_every=3)
+    first = audit(classifier, config, samples_per_class=2, hooks=hooks, device="cpu")
+    assert first.method.config.width is not None
+    resumed = audit(classifier, config, samples_per_class=2, state=saved[0], device="cpu")
+    assert resumed.method.config.width == first.method.config.width
+    with pytest.raises(ValueError, match="another config"):
+        audit(classifier, config.model_copy(update={"lr": 0.5}), state=saved[0], device="cpu")

@@ -10,10 +10,19 @@ import sys
 import pytest
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from models.classifier import LoadedClassifier
-from models.contracts.cost import CostProfile, estimate_job_memory, generator_plan
+from models.contracts.cost import (
+    DEFAULT_WIDTH,
+    CostProfile,
+    classifier_sized_width,
+    estimate_job_memory,
+    generator_plan,
+)
+from models.contracts.inversion import InversionConfig
 from models.generator import ConditionedGenerator
+from models.methods import build_method, build_method_from_state
 from models.profiling import measure_cost
 from tests import factories
 
@@ -27,6 +36,36 @@ def test_the_plan_is_the_generator_the_engine_builds(
     plan = generator_plan(shape, classes, latent_dim=100, width=16)
     generator = ConditionedGenerator(shape, classes, latent_dim=100, width=16)
     assert plan.parameter_count() == sum(p.numel() for p in generator.parameters())
+    generator.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():  # one label: its hot-matrix map is the only part left out
+        generator(torch.zeros(2, 100), torch.zeros(2, classes), torch.zeros(2, dtype=torch.long))
+    counted = counter.get_total_flops() / 2
+    assert plan.forward_flops() <= counted <= 1.02 * plan.forward_flops()
+
+
+def test_the_generator_costs_no_more_than_the_classifier_down_to_half_its_width() -> None:
+    shape, full = (1, 28, 28), generator_plan((1, 28, 28), 10, 100, DEFAULT_WIDTH)
+    cheap = classifier_sized_width(shape, 10, 100, classifier_flops=500_000)  # an MLP
+    costly = classifier_sized_width(shape, 10, 100, classifier_flops=10 * full.forward_flops())
+    between = classifier_sized_width(shape, 10, 100, classifier_flops=4_000_000)
+    assert (cheap, costly) == (DEFAULT_WIDTH // 2, DEFAULT_WIDTH)
+    assert cheap < between < costly
+    assert generator_plan(shape, 10, 100, between).forward_flops() <= 4_000_000
+    assert generator_plan(shape, 10, 100, between + 1).forward_flops() > 4_000_000
+
+
+def test_adaptive_c3_sizes_its_generator_to_the_classifier_and_keeps_a_given_width() -> None:
+    mlp = factories.loaded("mlp", (1, 28, 28))  # cheap: the generator would be 90% of a step
+    sized = build_method(mlp, InversionConfig(latent_dim=8))
+    assert sized.config.width == DEFAULT_WIDTH // 2  # resolved into the config (and the state)
+    assert sized.generator.widths[-1] == DEFAULT_WIDTH // 2
+    paper = build_method(mlp, InversionConfig(latent_dim=8, recipe="paper"))
+    assert paper.config.width == DEFAULT_WIDTH  # the paper's generator, as published
+    given = build_method(mlp, InversionConfig(latent_dim=8, width=12))
+    assert given.config.width == 12
+    resumed = build_method_from_state(mlp, sized.state_dict())
+    assert resumed.generator.widths == sized.generator.widths
 
 
 def test_extrapolation_follows_the_measured_growth() -> None:

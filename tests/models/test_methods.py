@@ -159,15 +159,17 @@ def test_recipes_fill_their_budget_rate_and_weights() -> None:
     assert adaptive.adaptive
     expected = RECIPE_DEFAULTS["adaptive"]
     assert (adaptive.steps, adaptive.lr) == (expected.steps, expected.lr)
+    assert adaptive.dropout == expected.dropout < 0.5  # the paper's 0.5 in paper/fade and soft
     assert adaptive.loss_weights == expected.loss_weights
     assert adaptive.loss_weights.spread > 0
     given = InversionConfig.model_validate({"loss_weights": {"cosine": 0.5}, "steps": 900})
     assert given.loss_weights.spread == expected.loss_weights.spread  # over the recipe preset
     assert (given.loss_weights.cosine, given.steps) == (0.5, 900)
     fade = InversionConfig(recipe="fade")
-    assert (fade.steps, fade.lr, fade.loss_weights.spread) == (500, 1e-3, 0.0)
+    assert (fade.steps, fade.lr, fade.loss_weights.spread, fade.dropout) == (500, 1e-3, 0.0, 0.5)
     soft = InversionConfig(method="soft")  # soft keeps its fixed recipe
-    assert (soft.steps, soft.lr, soft.adaptive) == (500, 1e-3, False)
+    assert (soft.steps, soft.lr, soft.adaptive, soft.dropout) == (500, 1e-3, False, 0.5)
+    assert InversionConfig(dropout=0.4).dropout == 0.4
     with pytest.raises(ValidationError, match="recipe"):
         InversionConfig.model_validate({"recipe": "magic"})
     with pytest.raises(ValidationError, match="diversity_floor"):
