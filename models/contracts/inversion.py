@@ -156,7 +156,7 @@ class RecipeDefaults:
 RECIPE_DEFAULTS: dict[str, RecipeDefaults] = {
     # The paper's terms plus a pixel-spread hinge, all scaled and targeted per class.
     # Dropout 0.1, not the paper's 0.5: training then sees nearly the generator that delivers
-    # (pairs-100 stops at 1,600 steps instead of 2,150, the zoo's median falls 57.7 → 42.4 s;
+    # (pairs-100 stops at 1,600 steps instead of 2,150, the zoo's median falls 57.7 → 40.1 s;
     # docs/engine.md, rows 25–27), and the spread hinge, not dropout, keeps classes varied.
     "adaptive": RecipeDefaults(3000, 2e-3, LossWeights(spread=1.0), dropout=0.1),
     # KL(one-hot ‖ p) + 0.1 cosine + 0.1 orthogonality, constant, 500 steps.
